@@ -1,0 +1,90 @@
+"""Stream decoder for TCP: bytes in any split, frames and errors out.
+
+The buffer never holds more than one frame (at most 4116 bytes) beyond the
+chunk being fed. After an error that closes the connection (bad magic, length
+over 4096, unsupported version, unknown terminal, bad tag, unknown type) the
+decoder stops: there is no way to find the next frame, and the spec says close.
+A bad crc skips exactly that frame, as the header's length says (section 5).
+"""
+
+from __future__ import annotations
+
+from protocols import constants as c
+from protocols.errors import DecodeError
+from protocols.frames import Frame, KeyLookup, decode, decode_header
+
+Event = Frame | DecodeError
+
+
+class FrameStream:
+    """Incremental decoder of a byte stream of frames (sans-I/O)."""
+
+    __slots__ = ("_buffer", "_closed", "_keys", "_zero_tag_naks")
+
+    def __init__(self, keys: KeyLookup, *, zero_tag_naks: bool = False) -> None:
+        self._keys = keys
+        self._zero_tag_naks = zero_tag_naks
+        self._buffer = bytearray()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once an error left no way to find the next frame."""
+        return self._closed
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not make a whole frame yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Append ``data``; return every frame or error it completes, in order."""
+        if self._closed:
+            return []
+        self._buffer += data
+        events: list[Event] = []
+        while not self._closed:
+            event = self._next()
+            if event is None:
+                break
+            events.append(event)
+        return events
+
+    def _next(self) -> Event | None:
+        buf = self._buffer
+        if len(buf) < c.HEADER_SIZE:
+            # A wrong first byte is already fatal; no need to wait for a header.
+            if buf[:2] and bytes(buf[:2]) != c.MAGIC[: len(buf[:2])]:
+                return self._fatal_header()
+            return None
+        try:
+            header = decode_header(bytes(buf[: c.HEADER_SIZE]))
+        except DecodeError as exc:
+            return self._close_with(exc)
+        size = header.frame_size
+        if len(buf) < size:
+            return None
+        raw = bytes(buf[:size])
+        del buf[:size]
+        try:
+            return decode(raw, self._keys, zero_tag_naks=self._zero_tag_naks)
+        except DecodeError as exc:
+            if exc.closes:
+                self._close_with(exc)
+            return exc
+
+    def _fatal_header(self) -> DecodeError:
+        padded = bytes(self._buffer[: c.HEADER_SIZE]).ljust(c.HEADER_SIZE, b"\0")
+        try:
+            decode_header(padded)
+        except DecodeError as exc:
+            return self._close_with(exc)
+        raise AssertionError("a header with bad magic decoded")  # pragma: no cover
+
+    def _close_with(self, exc: DecodeError) -> DecodeError:
+        """Stop decoding; keep what was left (bounded) as the error's raw bytes."""
+        if len(self._buffer) > len(exc.raw):
+            exc.raw = bytes(self._buffer[: c.MAX_FRAME])
+        self._closed = True
+        self._buffer.clear()
+        return exc
