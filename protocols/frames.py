@@ -331,7 +331,7 @@ def encode(frame: Frame, key: bytes | None) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Header:
     version: int
-    type: int
+    kind: int
     terminal_id: int
     length: int
 
@@ -344,7 +344,7 @@ class Header:
     ) -> DecodeError:
         """An error of ``kind`` about the frame this header starts."""
         return kind(
-            reason, raw=raw, terminal_id=self.terminal_id, frame_type=self.type, ref_seq=ref_seq
+            reason, raw=raw, terminal_id=self.terminal_id, frame_type=self.kind, ref_seq=ref_seq
         )
 
 
@@ -400,7 +400,7 @@ def decode(data: bytes, keys: KeyLookup, *, zero_tag_naks: bool = False) -> Fram
 
 def _is_unknown_terminal_nak(header: Header, raw: bytes) -> bool:
     return (
-        header.type == FrameType.NAK
+        header.kind == FrameType.NAK
         and header.length == 6
         and raw[c.HEADER_SIZE] == NakCode.UNKNOWN_TERMINAL
     )
@@ -408,7 +408,7 @@ def _is_unknown_terminal_nak(header: Header, raw: bytes) -> bool:
 
 def _guess_ref_seq(header: Header, raw: bytes) -> int:
     """first_seq of a PRESSES frame, as far as its bytes reach (NAK ref_seq)."""
-    if header.type == FrameType.PRESSES and len(raw) >= c.HEADER_SIZE + 8:
+    if header.kind == FrameType.PRESSES and len(raw) >= c.HEADER_SIZE + 8:
         return int.from_bytes(raw[c.HEADER_SIZE + 4 : c.HEADER_SIZE + 8], "big")
     return 0
 
@@ -416,9 +416,9 @@ def _guess_ref_seq(header: Header, raw: bytes) -> int:
 def decode_payload(header: Header, payload: bytes, *, raw: bytes = b"") -> Frame:
     """Parse an authenticated payload by its type (the last check of section 2)."""
     try:
-        kind = FrameType(header.type)
+        kind = FrameType(header.kind)
     except ValueError:
-        raise header.error(UnsupportedType, f"type 0x{header.type:02x} is unknown", raw) from None
+        raise header.error(UnsupportedType, f"type 0x{header.kind:02x} is unknown", raw) from None
     parse = _PARSERS[kind]
     try:
         return parse(header.terminal_id, payload)
