@@ -1,0 +1,213 @@
+"""Configuration: one TOML file, every key overridable by an environment variable.
+
+``SMILEY_<SECTION>_<KEY>`` overrides ``[section] key`` (for example
+``SMILEY_TCP_LISTEN=0.0.0.0:7700``). Relative paths are taken from the
+directory of the configuration file, so a service finds its files wherever it
+is started. A section that is absent (and not named by any variable) is off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "SMILEY_"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    data_dir: Path = Path("var")
+    registry: Path | None = None
+    outbox_max_mb: int = 1024
+    stats_interval_s: float = 10.0
+    commit_batch_max: int = 5000
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSection:
+    listen: str = "127.0.0.1:7700"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    idle_timeout_s: float = 180.0
+    pipeline_depth: int = 16
+    max_connections: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSection:
+    url: str = "sqlite:///var/central.db"
+    forward_batch: int = 2000
+    retry_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    tcp: TcpSection | None = None
+    store: StoreSection = field(default_factory=StoreSection)
+    base_dir: Path = Path()
+
+    def path(self, value: Path) -> Path:
+        """``value`` resolved against the configuration file's directory."""
+        return value if value.is_absolute() else (self.base_dir / value).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.gateway.data_dir)
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    def store_url(self) -> str:
+        """The store URL with a relative sqlite path made absolute."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(self.path(Path(url[len(prefix) :])))
+        return url
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "gateway": GatewaySection,
+    "tcp": TcpSection,
+    "store": StoreSection,
+}
+_ALWAYS_ON = {"gateway", "store"}
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from ``env`` and validate; raise ConfigError naming the bad key."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(str(path), "configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    for name in raw:
+        if name not in _SECTIONS:
+            raise ConfigError(name, f"unknown section; expected one of {sorted(_SECTIONS)}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name)
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(name, "must be a table")
+        overrides = _env_overrides(name, cls, env)
+        if values is None and not overrides and name not in _ALWAYS_ON:
+            sections[name] = None
+            continue
+        sections[name] = _build_section(name, cls, {**(values or {}), **overrides})
+    base_dir = path.resolve().parent if path is not None else Path.cwd()
+    config = Config(**sections, base_dir=base_dir)
+    _validate(config)
+    return config
+
+
+def _env_overrides(section: str, cls: type[Any], env: Mapping[str, str]) -> dict[str, str]:
+    found = {}
+    for f in dataclasses.fields(cls):
+        var = f"{ENV_PREFIX}{section}_{f.name}".upper()
+        if var in env:
+            found[f.name] = env[var]
+    return found
+
+
+def _build_section(section: str, cls: type[Any], values: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{section}.{key}", f"unknown key; expected one of {sorted(known)}")
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+    if optional:
+        hint = next(a for a in get_args(hint) if a is not type(None))
+        if value in ("", None):
+            return None
+    try:
+        if hint is bool:
+            return _coerce_bool(value)
+        if hint is int and isinstance(value, int | str) and not isinstance(value, bool):
+            return int(value)
+        if hint is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, str):
+            return value
+        if hint is Path and isinstance(value, str) and value:
+            return Path(value)
+    except ValueError:
+        pass
+    raise ConfigError(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError(value)
+
+
+def parse_listen(key: str, listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` allowed); raise ConfigError naming ``key``."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"expected host:port, got {listen!r}")
+    return host, int(port)
+
+
+def _validate(config: Config) -> None:
+    g = config.gateway
+    if g.outbox_max_mb <= 0:
+        raise ConfigError("gateway.outbox_max_mb", "must be positive")
+    if g.stats_interval_s <= 0:
+        raise ConfigError("gateway.stats_interval_s", "must be positive")
+    if g.commit_batch_max <= 0:
+        raise ConfigError("gateway.commit_batch_max", "must be positive")
+    if g.log_format not in LOG_FORMATS:
+        raise ConfigError("gateway.log_format", f"expected one of {LOG_FORMATS}")
+    if g.log_level not in LOG_LEVELS:
+        raise ConfigError("gateway.log_level", f"expected one of {LOG_LEVELS}")
+    if not config.store.url.startswith("sqlite:///"):
+        raise ConfigError("store.url", "expected sqlite:///PATH")
+    if config.store.forward_batch <= 0:
+        raise ConfigError("store.forward_batch", "must be positive")
+    if config.tcp is not None:
+        t = config.tcp
+        parse_listen("tcp.listen", t.listen)
+        if (t.tls_cert is None) != (t.tls_key is None):
+            raise ConfigError("tcp.tls_key", "tls_cert and tls_key go together")
+        for key, p in (("tcp.tls_cert", t.tls_cert), ("tcp.tls_key", t.tls_key)):
+            if p is not None and not config.path(p).is_file():
+                raise ConfigError(key, f"file {config.path(p)} not found")
+        if t.idle_timeout_s <= 0:
+            raise ConfigError("tcp.idle_timeout_s", "must be positive")
+        if t.pipeline_depth <= 0:
+            raise ConfigError("tcp.pipeline_depth", "must be positive")
+    if g.registry is not None and not config.path(g.registry).is_file():
+        raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")

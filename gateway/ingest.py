@@ -1,0 +1,117 @@
+"""The sink every transport hands decoded frames to.
+
+It turns a PRESSES frame into rows placed in time, splits off records the spec
+says must not be counted, and commits both to the outbox in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.outbox import Outbox
+from gateway.registry import Registry
+from gateway.rows import PressRow, RejectRow
+from gateway.timekeeping import clock_offset, local_time
+from protocols.errors import DecodeError
+from protocols.frames import Heartbeat, Presses
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where and when a frame arrived."""
+
+    transport: str
+    peer: str
+    received_at: float
+
+    @property
+    def received_at_ms(self) -> int:
+        return int(self.received_at * 1000)
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    presses: int = 0
+    rejected_records: int = 0
+    refused_frames: int = 0
+    heartbeats: int = 0
+    by_transport: dict[str, int] = field(default_factory=dict)
+
+
+class Ingest:
+    """Commits what terminals send; raises OutboxBusy when it cannot."""
+
+    def __init__(self, registry: Registry, outbox: Outbox) -> None:
+        self._registry = registry
+        self._outbox = outbox
+        self.counters = IngestCounters()
+        self.last_heartbeat: dict[int, tuple[Heartbeat, Origin]] = {}
+
+    def next_seq(self, terminal_id: int) -> int:
+        return self._outbox.next_seq(terminal_id)
+
+    async def presses(self, frame: Presses, origin: Origin) -> None:
+        """Return once every record of ``frame`` is durably committed (or was before)."""
+        received = int(origin.received_at)
+        offset = clock_offset(frame, received)
+        zone = self._registry.zone_for(frame.terminal_id)
+        counted: list[PressRow] = []
+        rejected: list[RejectRow] = []
+        for record in frame.records:
+            problem = record.problem
+            if problem is not None:
+                rejected.append(
+                    RejectRow(
+                        origin.received_at_ms,
+                        origin.transport,
+                        origin.peer,
+                        frame.terminal_id,
+                        record.seq,
+                        "RECORD_INVALID",
+                        problem,
+                        record.to_bytes(),
+                    )
+                )
+                continue
+            occurred_at = record.ts + (offset or 0)
+            counted.append(
+                PressRow(
+                    frame.terminal_id,
+                    record.seq,
+                    occurred_at,
+                    local_time(occurred_at, zone),
+                    record.button,
+                    record.followup,
+                    offset is not None,
+                    origin.transport,
+                    origin.received_at_ms,
+                )
+            )
+        await self._outbox.commit(counted, rejected)
+        self.counters.presses += len(counted)
+        self.counters.rejected_records += len(rejected)
+        by = self.counters.by_transport
+        by[origin.transport] = by.get(origin.transport, 0) + len(counted)
+
+    async def refused(self, error: DecodeError, origin: Origin, *, detail: str = "") -> None:
+        """Keep a frame the gateway refused, with its raw bytes and the reason."""
+        await self._outbox.commit(
+            (),
+            (
+                RejectRow(
+                    origin.received_at_ms,
+                    origin.transport,
+                    origin.peer,
+                    error.terminal_id,
+                    None,
+                    error.name,
+                    detail or error.reason,
+                    error.raw,
+                ),
+            ),
+        )
+        self.counters.refused_frames += 1
+
+    def heartbeat(self, frame: Heartbeat, origin: Origin) -> None:
+        self.counters.heartbeats += 1
+        self.last_heartbeat[frame.terminal_id] = (frame, origin)

@@ -1,0 +1,387 @@
+"""Durable outbox: every press is committed here before it is acknowledged.
+
+One writer task owns the write connection and commits in groups: all commit
+requests waiting when a transaction starts share it (one fsync for many
+frames), and each request's future resolves only after that COMMIT returned.
+
+Durability: WAL with ``synchronous=FULL``. In WAL mode ``NORMAL`` survives a
+process crash but may lose the last transactions on power loss, because the
+WAL is not synced at each commit; an ACK promises the press survives a power
+cut, so each commit must reach the disk.
+
+The disk budget (``outbox_max_mb``) is enforced by SQLite itself through
+``max_page_count``: past it an insert fails with SQLITE_FULL exactly like a
+full disk, and both become OutboxBusy (NAK BUSY). Deletes of forwarded rows run
+in their own transaction so that a full outbox can always drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from gateway.errors import OutboxBusy
+from gateway.rows import PressRow, RejectRow
+
+log = structlog.get_logger("gateway.outbox")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE press (
+    id INTEGER PRIMARY KEY,
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    local_time TEXT NOT NULL,
+    button INTEGER NOT NULL,
+    followup INTEGER NOT NULL,
+    clock_corrected INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    UNIQUE (terminal_id, seq)
+);
+CREATE TABLE rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at_ms INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    terminal_id INTEGER,
+    seq INTEGER,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE UNIQUE INDEX rejected_record ON rejected (terminal_id, seq, reason) WHERE seq IS NOT NULL;
+CREATE TABLE terminal_seq (terminal_id INTEGER PRIMARY KEY, max_seq INTEGER NOT NULL);
+"""
+
+_INSERT_PRESS = (
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, local_time, button, followup,"
+    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_REJECT = (
+    "INSERT OR IGNORE INTO rejected (received_at_ms, transport, peer, terminal_id, seq, reason,"
+    " detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_SEQ = (
+    "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
+    " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
+)
+_PAGE_SIZE = 4096
+
+
+@dataclass(slots=True)
+class _Commit:
+    presses: Sequence[PressRow]
+    rejects: Sequence[RejectRow]
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Delete:
+    press_ids: Sequence[int]
+    reject_ids: Sequence[int]
+    done: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Rows waiting to be forwarded, with their outbox ids."""
+
+    press_ids: list[int] = field(default_factory=list)
+    presses: list[PressRow] = field(default_factory=list)
+    reject_ids: list[int] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.presses) + len(self.rejects)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    presses: int
+    rejects: int
+    oldest_received_at_ms: int | None
+
+
+class Outbox:
+    """The gateway's durable queue; open with :meth:`open`, then run :meth:`run`."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        gateway_id: str,
+        max_seqs: dict[int, int],
+        batch_max: int,
+        queue_size: int,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self.gateway_id = gateway_id
+        self._max_seqs = max_seqs
+        self._batch_max = batch_max
+        self._jobs: asyncio.Queue[_Commit | _Delete] = asyncio.Queue(queue_size)
+        self.committed_presses = 0
+        self.committed_rejects = 0
+        self.commits = 0
+        self.busy_errors = 0
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, max_mb: int, batch_max: int = 5000, queue_size: int = 10000
+    ) -> Outbox:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await _prepare(writer, max_mb)
+            gateway_id, max_seqs = await _load_state(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(
+            writer,
+            reader,
+            gateway_id=gateway_id,
+            max_seqs=max_seqs,
+            batch_max=batch_max,
+            queue_size=queue_size,
+        )
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+    def next_seq(self, terminal_id: int) -> int:
+        """One more than the highest seq committed for the terminal, 0 if none (WELCOME)."""
+        highest = self._max_seqs.get(terminal_id)
+        return 0 if highest is None else highest + 1
+
+    async def commit(self, presses: Sequence[PressRow], rejects: Sequence[RejectRow] = ()) -> None:
+        """Return once the rows are durably committed; raise OutboxBusy if they are not."""
+        done = asyncio.get_running_loop().create_future()
+        await self._jobs.put(_Commit(presses, rejects, done))
+        await done
+
+    async def forwarded(self, pending: Pending) -> None:
+        """Delete rows the central store has committed."""
+        done = asyncio.get_running_loop().create_future()
+        await self._jobs.put(_Delete(pending.press_ids, pending.reject_ids, done))
+        await done
+
+    async def pending(self, limit: int) -> Pending:
+        """The oldest rows not yet forwarded, at most ``limit`` of each kind."""
+        result = Pending()
+        async with self._reader.execute(
+            "SELECT id, terminal_id, seq, occurred_at, local_time, button, followup,"
+            " clock_corrected, transport, received_at_ms FROM press ORDER BY id LIMIT ?",
+            (limit,),
+        ) as cursor:
+            for row in await cursor.fetchall():
+                result.press_ids.append(row[0])
+                (
+                    tid,
+                    seq,
+                    occurred_at,
+                    local_time,
+                    button,
+                    followup,
+                    corrected,
+                    transport,
+                    received,
+                ) = row[1:]
+                result.presses.append(
+                    PressRow(
+                        tid,
+                        seq,
+                        occurred_at,
+                        local_time,
+                        button,
+                        followup,
+                        bool(corrected),
+                        transport,
+                        received,
+                    )
+                )
+        async with self._reader.execute(
+            "SELECT id, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
+            " FROM rejected ORDER BY id LIMIT ?",
+            (limit,),
+        ) as cursor:
+            for row in await cursor.fetchall():
+                result.reject_ids.append(row[0])
+                result.rejects.append(RejectRow(*row[1:]))
+        return result
+
+    async def backlog(self) -> Backlog:
+        async with self._reader.execute(
+            "SELECT (SELECT count(*) FROM press), (SELECT count(*) FROM rejected),"
+            " min((SELECT min(received_at_ms) FROM press),"
+            " (SELECT min(received_at_ms) FROM rejected))"
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return Backlog(row[0], row[1], row[2])
+
+    async def run(self) -> None:
+        """The single writer: take waiting jobs, commit them together, resolve them."""
+        while True:
+            jobs = [await self._jobs.get()]
+            rows = _rows_in(jobs[0])
+            while not self._jobs.empty() and rows < self._batch_max:
+                job = self._jobs.get_nowait()
+                jobs.append(job)
+                rows += _rows_in(job)
+            deletes = [j for j in jobs if isinstance(j, _Delete)]
+            commits = [j for j in jobs if isinstance(j, _Commit)]
+            if deletes:
+                await self._settle(deletes, self._delete(deletes))
+            if commits:
+                await self._settle(commits, self._insert(commits))
+
+    async def _settle(
+        self, jobs: Sequence[_Commit] | Sequence[_Delete], work: Coroutine[None, None, None]
+    ) -> None:
+        try:
+            await work
+        except (sqlite3.Error, ValueError) as exc:
+            self.busy_errors += 1
+            log.error(  # noqa: TRY400 - the cause is in the message; no traceback per failure
+                "outbox_commit_failed", error=str(exc), jobs=len(jobs)
+            )
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._writer.rollback()
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_exception(OutboxBusy(f"outbox cannot commit: {exc}"))
+            return
+        for job in jobs:
+            if not job.done.done():
+                job.done.set_result(None)
+
+    async def _insert(self, jobs: Sequence[_Commit]) -> None:
+        presses = [p for job in jobs for p in job.presses]
+        rejects = [r for job in jobs for r in job.rejects]
+        seqs: dict[int, int] = {}
+        for p in presses:
+            seqs[p.terminal_id] = max(p.seq, seqs.get(p.terminal_id, -1))
+        for r in rejects:
+            if r.seq is not None and r.terminal_id is not None:
+                seqs[r.terminal_id] = max(r.seq, seqs.get(r.terminal_id, -1))
+        db = self._writer
+        await db.execute("BEGIN IMMEDIATE")
+        if presses:
+            await db.executemany(
+                _INSERT_PRESS,
+                [
+                    (
+                        p.terminal_id,
+                        p.seq,
+                        p.occurred_at,
+                        p.local_time,
+                        p.button,
+                        p.followup,
+                        int(p.clock_corrected),
+                        p.transport,
+                        p.received_at_ms,
+                    )
+                    for p in presses
+                ],
+            )
+        if rejects:
+            await db.executemany(
+                _INSERT_REJECT,
+                [
+                    (
+                        r.received_at_ms,
+                        r.transport,
+                        r.peer,
+                        r.terminal_id,
+                        r.seq,
+                        r.reason,
+                        r.detail,
+                        r.raw,
+                    )
+                    for r in rejects
+                ],
+            )
+        if seqs:
+            await db.executemany(_UPSERT_SEQ, list(seqs.items()))
+        await db.execute("COMMIT")
+        for terminal_id, seq in seqs.items():
+            self._max_seqs[terminal_id] = max(seq, self._max_seqs.get(terminal_id, -1))
+        self.commits += 1
+        self.committed_presses += len(presses)
+        self.committed_rejects += len(rejects)
+
+    async def _delete(self, jobs: Sequence[_Delete]) -> None:
+        db = self._writer
+        await db.execute("BEGIN IMMEDIATE")
+        press_ids = [(i,) for job in jobs for i in job.press_ids]
+        reject_ids = [(i,) for job in jobs for i in job.reject_ids]
+        if press_ids:
+            await db.executemany("DELETE FROM press WHERE id = ?", press_ids)
+        if reject_ids:
+            await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
+        await db.execute("COMMIT")
+
+
+def _rows_in(job: _Commit | _Delete) -> int:
+    if isinstance(job, _Commit):
+        return len(job.presses) + len(job.rejects)
+    return len(job.press_ids) + len(job.reject_ids)
+
+
+async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version == 0:
+        await db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+        await db.execute("BEGIN IMMEDIATE")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            await db.execute(statement)
+        await db.execute(
+            "INSERT INTO meta (name, value) VALUES ('gateway_id', ?)", (secrets.token_hex(8),)
+        )
+        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    elif version != SCHEMA_VERSION:
+        raise OutboxBusy(f"outbox schema version {version} is newer than this gateway knows")
+    await set_budget(db, max_mb)
+
+
+async def set_budget(db: aiosqlite.Connection, max_mb: int) -> None:
+    """Cap the outbox file; SQLite then refuses inserts past it with SQLITE_FULL."""
+    async with db.execute("PRAGMA page_size") as cursor:
+        row = await cursor.fetchone()
+    page_size = row[0] if row else _PAGE_SIZE
+    await db.execute(f"PRAGMA max_page_count={max(1, max_mb * 1024 * 1024 // page_size)}")
+
+
+async def _load_state(db: aiosqlite.Connection) -> tuple[str, dict[int, int]]:
+    async with db.execute("SELECT value FROM meta WHERE name = 'gateway_id'") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    async with db.execute("SELECT terminal_id, max_seq FROM terminal_seq") as cursor:
+        seqs: dict[int, int] = {tid: seq for tid, seq in await cursor.fetchall()}  # noqa: C416
+    return str(row[0]), seqs
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,19 @@
+"""Central stores: where forwarded presses live and the query side reads."""
+
+from __future__ import annotations
+
+from gateway.errors import ConfigError
+from gateway.stores.base import CentralStore, ImportSummary, StoredPress, StoredReject
+from gateway.stores.sqlite import SqliteStore
+
+__all__ = ["CentralStore", "ImportSummary", "StoredPress", "StoredReject", "open_store"]
+
+
+async def open_store(url: str) -> CentralStore:
+    """Open the store a URL names (``sqlite:///PATH``; PostgreSQL comes later)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        return await SqliteStore.open(
+            url[len(prefix) - 1 :] if url.startswith(prefix + "/") else url[len(prefix) :]
+        )
+    raise ConfigError("store.url", f"unsupported store URL {url!r}")

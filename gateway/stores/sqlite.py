@@ -1,0 +1,244 @@
+"""The embedded central store: one SQLite file, WAL, synchronous FULL.
+
+The outbox deletes a row once this store has committed it, so this store must
+be as durable as the outbox: hence FULL here as well.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.errors import StoreError
+from gateway.registry import Registry
+from gateway.rows import PressRow, RejectRow
+from gateway.stores.base import ImportSummary, StoredPress, StoredReject
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE company (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE location (
+    id INTEGER PRIMARY KEY, company TEXT NOT NULL, name TEXT NOT NULL,
+    parent INTEGER, timezone TEXT
+);
+CREATE TABLE survey (
+    id INTEGER PRIMARY KEY, company TEXT NOT NULL, question TEXT NOT NULL,
+    locale TEXT NOT NULL, scale TEXT NOT NULL, misuse_interval_s INTEGER NOT NULL
+);
+CREATE TABLE terminal (
+    id INTEGER PRIMARY KEY, key BLOB NOT NULL, location INTEGER NOT NULL,
+    survey INTEGER NOT NULL, name TEXT, phone TEXT
+);
+CREATE TABLE press (
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    local_time TEXT NOT NULL,
+    precision TEXT NOT NULL DEFAULT 'second',
+    button INTEGER NOT NULL,
+    followup INTEGER NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    transport TEXT NOT NULL,
+    clock_corrected INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    survey_id INTEGER,
+    location_id INTEGER,
+    PRIMARY KEY (terminal_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX press_time ON press (occurred_at);
+CREATE TABLE rejected (
+    uid TEXT PRIMARY KEY,
+    received_at_ms INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    terminal_id INTEGER,
+    seq INTEGER,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE INDEX rejected_time ON rejected (received_at_ms);
+"""
+
+_INSERT_PRESS = (
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, local_time, button, followup,"
+    " transport, clock_corrected, received_at_ms, survey_id, location_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " (SELECT survey FROM terminal WHERE id = ?), (SELECT location FROM terminal WHERE id = ?))"
+)
+_INSERT_REJECT = (
+    "INSERT OR IGNORE INTO rejected (uid, received_at_ms, transport, peer, terminal_id, seq,"
+    " reason, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STREAM_CHUNK = 2000
+
+
+class SqliteStore:
+    """A :class:`~gateway.stores.base.CentralStore` in one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def write(self, presses: Sequence[PressRow], rejects: Sequence[StoredReject]) -> None:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            if presses:
+                await db.executemany(
+                    _INSERT_PRESS,
+                    [
+                        (
+                            p.terminal_id,
+                            p.seq,
+                            p.occurred_at,
+                            p.local_time,
+                            p.button,
+                            p.followup,
+                            p.transport,
+                            int(p.clock_corrected),
+                            p.received_at_ms,
+                            p.terminal_id,
+                            p.terminal_id,
+                        )
+                        for p in presses
+                    ],
+                )
+            if rejects:
+                await db.executemany(
+                    _INSERT_REJECT,
+                    [
+                        (
+                            r.uid,
+                            r.row.received_at_ms,
+                            r.row.transport,
+                            r.row.peer,
+                            r.row.terminal_id,
+                            r.row.seq,
+                            r.row.reason,
+                            r.row.detail,
+                            r.row.raw,
+                        )
+                        for r in rejects
+                    ],
+                )
+            await db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            await _rollback(db)
+            raise StoreError(f"sqlite store: {exc}") from exc
+
+    async def import_registry(self, registry: Registry) -> ImportSummary:
+        rows: dict[str, list[tuple[Any, ...]]] = {
+            "company": [(c.id, c.name) for c in registry.companies.values()],
+            "location": [
+                (loc.id, loc.company, loc.name, loc.parent, loc.timezone)
+                for loc in registry.locations.values()
+            ],
+            "survey": [
+                (s.id, s.company, s.question, s.locale, s.scale, s.misuse_interval_s)
+                for s in registry.surveys.values()
+            ],
+            "terminal": [
+                (t.id, t.key, t.location, t.survey, t.name, t.phone)
+                for t in registry.terminals.values()
+            ],
+        }
+        added = changed = unchanged = 0
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for table, entries in rows.items():
+                async with db.execute(f"SELECT * FROM {table}") as cursor:  # noqa: S608
+                    existing = {row[0]: tuple(row) for row in await cursor.fetchall()}
+                for entry in entries:
+                    before = existing.get(entry[0])
+                    if before == entry:
+                        unchanged += 1
+                        continue
+                    added += before is None
+                    changed += before is not None
+                    marks = ", ".join("?" * len(entry))
+                    await db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", entry)  # noqa: S608
+            await db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            await _rollback(db)
+            raise StoreError(f"sqlite store: {exc}") from exc
+        return ImportSummary(added, changed, unchanged)
+
+    async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
+        query = (
+            "SELECT terminal_id, seq, occurred_at, local_time, precision, button, followup,"
+            " count, transport, clock_corrected, received_at_ms FROM press"
+            " WHERE occurred_at >= ? AND occurred_at < ? ORDER BY occurred_at, terminal_id, seq"
+        )
+        async for row in self._stream(query, _bounds(since, until)):
+            values = list(row)
+            values[9] = bool(values[9])
+            yield StoredPress(*values)
+
+    async def rejected(self, since: int | None, until: int | None) -> AsyncIterator[StoredReject]:
+        low, high = _bounds(since, until)
+        query = (
+            "SELECT uid, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
+            " FROM rejected WHERE received_at_ms >= ? AND received_at_ms < ?"
+            " ORDER BY received_at_ms, uid"
+        )
+        async for row in self._stream(query, (low * 1000, high * 1000)):
+            yield StoredReject(row[0], RejectRow(*row[1:]))
+
+    async def _stream(self, query: str, params: tuple[int, int]) -> AsyncIterator[sqlite3.Row]:
+        async with self._db.execute(query, params) as cursor:
+            while rows := await cursor.fetchmany(_STREAM_CHUNK):
+                for row in rows:
+                    yield row
+
+
+def _bounds(since: int | None, until: int | None) -> tuple[int, int]:
+    return (since if since is not None else -(2**62), until if until is not None else 2**62)
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    try:
+        await db.rollback()
+    except (sqlite3.Error, ValueError):
+        return
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version == SCHEMA_VERSION:
+        return
+    if version != 0:
+        raise StoreError(f"store schema version {version} is not known to this gateway")
+    await db.execute("BEGIN IMMEDIATE")
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    if row and row[0] == SCHEMA_VERSION:  # another process migrated while we waited
+        await db.execute("COMMIT")
+        return
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        await db.execute(statement)
+    await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    await db.execute("COMMIT")
