@@ -93,7 +93,9 @@ class Ingest:
         by = self.counters.by_transport
         by[origin.transport] = by.get(origin.transport, 0) + len(counted)
 
-    async def refused(self, error: DecodeError, origin: Origin, *, detail: str = "") -> None:
+    async def refused(
+        self, error: DecodeError, origin: Origin, *, reason: str | None = None
+    ) -> None:
         """Keep a frame the gateway refused, with its raw bytes and the reason."""
         await self._outbox.commit(
             (),
@@ -104,8 +106,8 @@ class Ingest:
                     origin.peer,
                     error.terminal_id,
                     None,
-                    error.name,
-                    detail or error.reason,
+                    reason or error.name,
+                    error.reason,
                     error.raw,
                 ),
             ),

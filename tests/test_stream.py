@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,8 +29,8 @@ from protocols.frames import (
     Hello,
     Hourly,
     Nak,
-    PressRecord,
     Presses,
+    PressRecord,
     Welcome,
     crc16,
     encode,
@@ -105,7 +107,7 @@ def feed_chunks(stream: FrameStream, chunks: list[bytes]) -> list[Event]:
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def assert_closed(stream: FrameStream) -> None:

@@ -226,9 +226,7 @@ def test_hourly_24h_is_longer_than_one_sms() -> None:
 
 
 # Section 7 of the spec, split by field.
-SPEC_HELLO = (
-    "534d 01 01 000003e9 000e | 0102 00000007 6955b900 0000 0003 | 4fcef7ef506cc6ce | 05e6"
-)
+SPEC_HELLO = "534d 01 01 000003e9 000e | 0102 00000007 6955b900 0000 0003 | 4fcef7ef506cc6ce | 05e6"
 
 
 def test_spec_hello_example_is_in_the_spec() -> None:

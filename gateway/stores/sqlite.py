@@ -213,8 +213,11 @@ class SqliteStore:
                     yield row
 
 
+_FOREVER_S = 2**40  # about 35,000 years either way, and still an INTEGER in milliseconds
+
+
 def _bounds(since: int | None, until: int | None) -> tuple[int, int]:
-    return (since if since is not None else -(2**62), until if until is not None else 2**62)
+    return (since if since is not None else -_FOREVER_S, until if until is not None else _FOREVER_S)
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -1,0 +1,118 @@
+"""Composition root: builds every part from one Config and runs them together.
+
+Shutdown order: stop accepting, let connections answer what they hold, stop
+the outbox writer once nothing waits on it, forward what is left, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from gateway.config import Config
+from gateway.forwarder import Forwarder
+from gateway.ingest import Ingest
+from gateway.outbox import Outbox
+from gateway.registry import Registry, load_registry
+from gateway.stats import StatsReporter
+from gateway.stores import CentralStore, open_store
+from gateway.tcp import TcpServer, server_ssl_context
+
+log = structlog.get_logger("gateway.app")
+
+
+@dataclass
+class Gateway:
+    """A running gateway; tests and the demo use its parts directly."""
+
+    config: Config
+    registry: Registry
+    outbox: Outbox
+    store: CentralStore
+    ingest: Ingest
+    forwarder: Forwarder
+    tcp: TcpServer | None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
+    registry = (
+        load_registry(config.path(config.gateway.registry))
+        if config.gateway.registry is not None
+        else Registry.empty()
+    )
+    outbox = await Outbox.open(
+        config.outbox_path,
+        max_mb=config.gateway.outbox_max_mb,
+        batch_max=config.gateway.commit_batch_max,
+    )
+    try:
+        store = await open_store(config.store_url())
+    except BaseException:
+        await outbox.close()
+        raise
+    if registry.terminals:
+        summary = await store.import_registry(registry)
+        log.info("registry_loaded", terminals=len(registry.terminals), **vars_of(summary))
+    ingest = Ingest(registry, outbox)
+    forwarder = Forwarder(
+        outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
+    )
+    tcp = None
+    if config.tcp is not None:
+        tls = None
+        if config.tcp.tls_cert is not None and config.tcp.tls_key is not None:
+            tls = server_ssl_context(
+                str(config.path(config.tcp.tls_cert)), str(config.path(config.tcp.tls_key))
+            )
+        tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
+    return Gateway(config, registry, outbox, store, ingest, forwarder, tcp)
+
+
+def vars_of(summary: object) -> dict[str, object]:
+    slots = getattr(type(summary), "__slots__", ())
+    return {name: getattr(summary, name) for name in slots}
+
+
+async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or the task is cancelled, then shut down in order."""
+    stop = stop or asyncio.Event()
+    stats = StatsReporter(gateway, interval_s=gateway.config.gateway.stats_interval_s)
+    writer = asyncio.create_task(gateway.outbox.run(), name="outbox-writer")
+    forwarder = asyncio.create_task(gateway.forwarder.run(), name="forwarder")
+    reporter = asyncio.create_task(stats.run(), name="stats")
+    background = (writer, forwarder, reporter)
+    try:
+        if gateway.tcp is not None:
+            await gateway.tcp.start()
+        gateway.started.set()
+        log.info("gateway_started", gateway_id=gateway.outbox.gateway_id)
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({stopped, *background}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopped:
+                task.result()  # a background task died: raise its error
+        stopped.cancel()
+    finally:
+        await _shutdown(gateway, background)
+
+
+async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
+    writer, forwarder, reporter = background
+    if gateway.tcp is not None:
+        await gateway.tcp.stop_accepting()
+        await gateway.tcp.close_connections()
+    for task in (forwarder, reporter, writer):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(gateway.forwarder.drain(), 10)
+    await gateway.store.close()
+    await gateway.outbox.close()
+    log.info("gateway_stopped")

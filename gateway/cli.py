@@ -1,0 +1,158 @@
+"""``smiley-gateway``: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from gateway.app import build, run
+from gateway.config import Config, load_config
+from gateway.errors import GatewayError
+from gateway.export import FORMATS, export, parse_time
+from gateway.logs import configure_logging
+from gateway.registry import load_registry
+from gateway.stores import open_store
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except GatewayError as exc:
+        print(f"smiley-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smiley-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run_cmd = commands.add_parser("run", help="run the gateway")
+    _config_arg(run_cmd)
+    run_cmd.set_defaults(func=_run)
+
+    terminals = commands.add_parser("terminals", help="manage the terminal registry")
+    terminal_commands = terminals.add_subparsers(dest="terminals_command", required=True)
+    imp = terminal_commands.add_parser("import", help="import a registry TOML into the store")
+    imp.add_argument("file", type=Path)
+    _config_arg(imp)
+    imp.set_defaults(func=_import_terminals)
+
+    exp = commands.add_parser("export", help="export stored presses (or the quarantine)")
+    _config_arg(exp)
+    exp.add_argument("--format", choices=FORMATS, default="ndjson")
+    exp.add_argument("--since", type=parse_time, help="ISO 8601 time or Unix seconds")
+    exp.add_argument("--until", type=parse_time, help="ISO 8601 time or Unix seconds")
+    exp.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    exp.add_argument("--rejected", action="store_true", help="export the quarantine instead")
+    exp.set_defaults(func=_export)
+
+    demo = commands.add_parser("demo", help="run the gateway with a simulated fleet")
+    _config_arg(demo)
+    demo.add_argument("--terminals", type=int, default=50)
+    demo.add_argument("--presses", type=int, default=20000)
+    demo.add_argument("--rate", type=float, default=2.0, help="presses per second per terminal")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="configuration TOML (keys overridable by SMILEY_* variables)"
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    configure_logging(config.gateway.log_format, config.gateway.log_level)
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    asyncio.run(_serve(config))
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = await build(config)
+    await run(gateway, stop=stop)
+
+
+def _import_terminals(args: argparse.Namespace) -> int:
+    config = _load(args)
+    registry = load_registry(args.file)
+
+    async def go() -> None:
+        store = await open_store(config.store_url())
+        try:
+            summary = await store.import_registry(registry)
+        finally:
+            await store.close()
+        print(
+            f"imported {len(registry.terminals)} terminals, {len(registry.locations)} locations,"
+            f" {len(registry.surveys)} surveys: {summary.added} added, {summary.changed} changed,"
+            f" {summary.unchanged} unchanged"
+        )
+
+    asyncio.run(go())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def go(out: IO[str]) -> int:
+        store = await open_store(config.store_url())
+        progress = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm  # noqa: PLC0415 - only on a terminal
+
+            progress = tqdm(unit=" rows", file=sys.stderr)
+        try:
+            return await export(
+                store,
+                out,
+                fmt=args.format,
+                since=args.since,
+                until=args.until,
+                rejected=args.rejected,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+            await store.close()
+
+    with contextlib.ExitStack() as stack:
+        out: IO[str] = sys.stdout
+        if args.output is not None:
+            out = stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
+        asyncio.run(go(out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo  # noqa: PLC0415 - pulls in the simulator
+
+    config = _load(args)
+    return asyncio.run(
+        run_demo(config, terminals=args.terminals, presses=args.presses, rate=args.rate)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The periodic stats line operations staff watch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = structlog.get_logger("gateway.stats")
+
+
+class StatsReporter:
+    def __init__(self, gateway: Gateway, *, interval_s: float) -> None:
+        self._gateway = gateway
+        self._interval_s = interval_s
+
+    async def run(self) -> None:
+        last_presses = self._gateway.ingest.counters.presses
+        last_time = time.monotonic()
+        while True:
+            await asyncio.sleep(self._interval_s)
+            now = time.monotonic()
+            counters = self._gateway.ingest.counters
+            backlog = await self._gateway.outbox.backlog()
+            oldest = backlog.oldest_received_at_ms
+            log.info(
+                "stats",
+                connections=self._gateway.tcp.connections if self._gateway.tcp else 0,
+                presses=counters.presses,
+                presses_per_s=round((counters.presses - last_presses) / (now - last_time), 1),
+                outbox_depth=backlog.presses + backlog.rejects,
+                forward_lag_s=round(time.time() - oldest / 1000, 1) if oldest else 0.0,
+                forwarded=self._gateway.forwarder.forwarded,
+                quarantined=counters.rejected_records + counters.refused_frames,
+                busy=self._gateway.outbox.busy_errors,
+            )
+            last_presses, last_time = counters.presses, now
