@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.config import Config
+from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
 from gateway.ingest import Ingest
 from gateway.outbox import Outbox
@@ -24,6 +25,8 @@ from gateway.stores import CentralStore, open_store
 from gateway.tcp import TcpServer, server_ssl_context
 
 log = structlog.get_logger("gateway.app")
+
+SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass
@@ -106,13 +109,19 @@ async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]
     writer, forwarder, reporter = background
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
-        await gateway.tcp.close_connections()
-    for task in (forwarder, reporter, writer):
+        await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)
+    for task in (forwarder, reporter):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(gateway.forwarder.drain(), 10)
+    if not writer.done():
+        try:
+            await asyncio.wait_for(gateway.forwarder.drain(), SHUTDOWN_GRACE_S)
+        except (TimeoutError, GatewayError) as exc:
+            log.warning("shutdown_left_backlog", error=str(exc) or type(exc).__name__)
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
     await gateway.store.close()
     await gateway.outbox.close()
     log.info("gateway_stopped")

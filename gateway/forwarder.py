@@ -36,6 +36,7 @@ class Forwarder:
         self._backoff = Backoff(initial=0.2, cap=retry_max_s)
         self._idle_s = idle_s
         self._wake = asyncio.Event()
+        self._one_batch_at_a_time = asyncio.Lock()
         self.forwarded = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -64,17 +65,18 @@ class Forwarder:
 
     async def forward_once(self) -> int:
         """Forward one batch; return how many rows moved."""
-        pending = await self._outbox.pending(self._batch)
-        if not len(pending):
-            return 0
-        rejects = [
-            StoredReject(f"{self._outbox.gateway_id}:{rid}", row)
-            for rid, row in zip(pending.reject_ids, pending.rejects, strict=True)
-        ]
-        await self._store.write(pending.presses, rejects)
-        await self._outbox.forwarded(pending)
-        self.forwarded += len(pending)
-        return len(pending)
+        async with self._one_batch_at_a_time:
+            pending = await self._outbox.pending(self._batch)
+            if not len(pending):
+                return 0
+            rejects = [
+                StoredReject(f"{self._outbox.gateway_id}:{rid}", row)
+                for rid, row in zip(pending.reject_ids, pending.rejects, strict=True)
+            ]
+            await self._store.write(pending.presses, rejects)
+            await self._outbox.forwarded(pending)
+            self.forwarded += len(pending)
+            return len(pending)
 
     async def drain(self) -> None:
         """Forward until the outbox is empty (used at shutdown and by tools)."""

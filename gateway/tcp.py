@@ -63,7 +63,7 @@ class TcpServer:
         self._registry = registry
         self._clock = clock
         self._ssl = ssl_context
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], TerminalConnection] = {}
         self._server: asyncio.Server | None = None
         self.accepted = 0
         self.refused_connections = 0
@@ -89,12 +89,16 @@ class TcpServer:
         if self._server is not None:
             self._server.close()
 
-    async def close_connections(self) -> None:
-        """Cancel every connection and wait until they are gone."""
+    async def close_connections(self, grace_s: float) -> None:
+        """Stop reading everywhere, give answers in flight ``grace_s`` to go out, then cut."""
+        for connection in list(self._connections.values()):
+            connection.stop_reading()
         tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -108,20 +112,20 @@ class TcpServer:
             writer.transport.abort()
             return
         self.accepted += 1
-        self._connections.add(task)
+        connection = TerminalConnection(
+            reader,
+            writer,
+            peer,
+            section=self._section,
+            ingest=self._ingest,
+            registry=self._registry,
+            clock=self._clock,
+        )
+        self._connections[task] = connection
         try:
-            connection = TerminalConnection(
-                reader,
-                writer,
-                peer,
-                section=self._section,
-                ingest=self._ingest,
-                registry=self._registry,
-                clock=self._clock,
-            )
             await connection.serve()
         finally:
-            self._connections.discard(task)
+            del self._connections[task]
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -156,12 +160,26 @@ class TerminalConnection:
         self._answers: asyncio.Queue[_Answer | None] = asyncio.Queue(section.pipeline_depth)
         self._terminal_id: int | None = None
         self._log = log.bind(peer=peer, transport=TRANSPORT)
+        self._reading: asyncio.Task[str] | None = None
+        self._stopping = False
+
+    def stop_reading(self) -> None:
+        """Take no more frames; the answers already queued still go out."""
+        self._stopping = True
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def serve(self) -> None:
         writer_task = asyncio.create_task(self._write_answers())
+        self._reading = asyncio.create_task(self._read_frames())
         reason = "closed"
         try:
-            reason = await self._read_frames()
+            reason = await self._reading
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stopping or (current is not None and current.cancelling()):
+                raise  # serve() itself was cancelled, not just the reading
+            reason = "shutdown"
         finally:
             if not writer_task.done():
                 # Blocks while the queue is full; the writer keeps emptying it.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from binascii import crc_hqx
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -251,6 +252,8 @@ def _payload(frame: Frame) -> bytes:
         case Presses():
             if not 1 <= frame.count <= c.MAX_RECORDS:
                 raise EncodeError(f"PRESSES carries 1..{c.MAX_RECORDS} records, not {frame.count}")
+            if any(r.seq != frame.first_seq + i for i, r in enumerate(frame.records)):
+                raise EncodeError("record i of PRESSES must have seq first_seq + i")
             head = PRESSES_HEAD.build(
                 {
                     "sent_at": frame.sent_at,
@@ -311,7 +314,7 @@ def encode(frame: Frame, key: bytes | None) -> bytes:
                 "length": len(payload),
             }
         )
-    except cs.ConstructError as exc:
+    except (cs.ConstructError, struct.error) as exc:
         raise EncodeError(f"cannot encode {type(frame).__name__}: {exc}") from exc
     if len(payload) > c.MAX_PAYLOAD:
         raise EncodeError(f"payload of {len(payload)} bytes exceeds {c.MAX_PAYLOAD}")

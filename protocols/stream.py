@@ -70,7 +70,8 @@ class FrameStream:
             return decode(raw, self._keys, zero_tag_naks=self._zero_tag_naks)
         except DecodeError as exc:
             if exc.closes:
-                self._close_with(exc)
+                self._closed = True
+                self._buffer.clear()
             return exc
 
     def _fatal_header(self) -> DecodeError:
@@ -82,9 +83,8 @@ class FrameStream:
         raise AssertionError("a header with bad magic decoded")  # pragma: no cover
 
     def _close_with(self, exc: DecodeError) -> DecodeError:
-        """Stop decoding; keep what was left (bounded) as the error's raw bytes."""
-        if len(self._buffer) > len(exc.raw):
-            exc.raw = bytes(self._buffer[: c.MAX_FRAME])
+        """Stop at a header no frame can follow; keep the unreadable bytes (bounded)."""
+        exc.raw = bytes(self._buffer[: c.MAX_FRAME])
         self._closed = True
         self._buffer.clear()
         return exc

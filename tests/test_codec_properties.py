@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -618,28 +617,21 @@ def test_encode_without_key_only_for_unknown_terminal_nak(frame: Frame) -> None:
         encode(frame, None)
 
 
-# Codec bug: the compiled construct structs raise struct.error, which encode() lets
-# through instead of wrapping it in EncodeError (only ConstructError is caught).
-LEAKS_STRUCT_ERROR = pytest.mark.xfail(
-    strict=True, raises=struct.error, reason="codec bug: encode() leaks struct.error"
-)
-
-
 @pytest.mark.parametrize(
     "frame",
     [
         Presses(1001, 0, 0, 0, (PressRecord(0, -1, 1, 0),)),
         Presses(1001, 0, 0, 0, (PressRecord(0, 0, 256, 0),)),
         Hourly(1002, 0, 0, ((U16 + 1, 0, 0, 0),)),
-        pytest.param(Hello(U32 + 1, 0, 0, 0, 0, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Hello(1001, U16 + 1, 0, 0, 0, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Heartbeat(1001, 0, 87, 128, 0, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Heartbeat(1001, 0, 256, 0, 0, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Presses(1001, U32 + 1, 0, 0, PRESSES.records), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Hourly(1002, -1, 0, ((0, 0, 0, 0),)), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Ack(1001, 256, 0, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Welcome(1001, -1, 0), marks=LEAKS_STRUCT_ERROR),
-        pytest.param(Nak(1001, NakCode.BUSY, U32 + 1), marks=LEAKS_STRUCT_ERROR),
+        Hello(U32 + 1, 0, 0, 0, 0, 0),
+        Hello(1001, U16 + 1, 0, 0, 0, 0),
+        Heartbeat(1001, 0, 87, 128, 0, 0),
+        Heartbeat(1001, 0, 256, 0, 0, 0),
+        Presses(1001, U32 + 1, 0, 0, PRESSES.records),
+        Hourly(1002, -1, 0, ((0, 0, 0, 0),)),
+        Ack(1001, 256, 0, 0),
+        Welcome(1001, -1, 0),
+        Nak(1001, NakCode.BUSY, U32 + 1),
     ],
     ids=repr,
 )

@@ -1,0 +1,540 @@
+"""One terminal's TCP link to the gateway, as the firmware runs it (spec sections 4 and 5).
+
+Per connection::
+
+    terminal                          gateway
+      HELLO (flags, queued)  ------->
+                             <-------  WELCOME (gateway_time, next_seq)   set clock
+      PRESSES / HEARTBEAT    ------->  up to ``window`` frames unanswered
+                             <-------  ACK or NAK, one per frame, in order (FIFO)
+
+Records leave ``Terminal.pending`` only when an ACK names the last seq of their
+frame. Everything else (NAK BUSY, NAK BAD_CRC, a lost connection, a power loss)
+keeps them, and every new session sends every pending record again from the
+lowest: WELCOME.next_seq is not taken as "all below is committed" (there can be
+gaps). NAK MALFORMED is a firmware bug: it is reported, and the records wait for
+the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+
+from firmware_sim.backoff import Backoff, BackoffOptions
+from firmware_sim.errors import (
+    AnswerTimeout,
+    ConnectionLost,
+    GatewayProtocolError,
+    Refused,
+    SessionEnded,
+    TerminalStopped,
+)
+from firmware_sim.faults import Fault, FaultPlanner
+from firmware_sim.report import TerminalReport
+from firmware_sim.terminal import MAX_SEQ, MadePress, Terminal
+from protocols import constants as c
+from protocols.constants import FrameType, NakCode
+from protocols.errors import DecodeError
+from protocols.frames import (
+    Ack,
+    Frame,
+    Heartbeat,
+    Hello,
+    Nak,
+    Presses,
+    Welcome,
+    encode,
+    frame_type,
+)
+from protocols.stream import Event, FrameStream
+
+E = TypeVar("E", bound=BaseException)
+
+READ_SIZE = 65536
+MAX_QUEUED_FIELD = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    """How every terminal of a fleet talks TCP to one gateway."""
+
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    window: int = 4
+    """PRESSES and HEARTBEAT frames sent and not yet answered."""
+    max_records: int = 50
+    """Records per PRESSES frame, 1..680."""
+    heartbeat_interval: float = 60.0
+    connect_timeout: float = 10.0
+    answer_timeout: float = 30.0
+    """Longest wait for the WELCOME, or for the answer to the oldest frame in flight."""
+    reconnect: BackoffOptions = field(default_factory=BackoffOptions)
+    busy: BackoffOptions = field(default_factory=lambda: BackoffOptions(0.5, 10.0))
+    """Pause after NAK BUSY before sending PRESSES again."""
+    fw_version: int = 0x0100
+    battery_pct: int = c.MAINS_POWERED
+    signal_dbm: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_records <= c.MAX_RECORDS:
+            raise ValueError(f"max_records must be 1..{c.MAX_RECORDS}, not {self.max_records}")
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        if min(self.heartbeat_interval, self.connect_timeout, self.answer_timeout) <= 0:
+            raise ValueError("intervals and timeouts must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A frame sent and not answered yet; answers match these in order."""
+
+    kind: FrameType
+    first_seq: int
+    last_seq: int
+    sent_at: float
+
+    @property
+    def covered(self) -> int:
+        return self.last_seq - self.first_seq + 1 if self.kind is FrameType.PRESSES else 0
+
+    def describe(self) -> str:
+        if self.kind is FrameType.PRESSES:
+            return f"PRESSES seq {self.first_seq}..{self.last_seq}"
+        return self.kind.name
+
+
+class TerminalLink:
+    """Keeps one terminal connected: reconnects with backoff until cancelled or stopped."""
+
+    def __init__(
+        self,
+        terminal: Terminal,
+        options: LinkOptions,
+        *,
+        report: TerminalReport,
+        faults: FaultPlanner,
+        rng: random.Random,
+        max_pending: int,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.terminal = terminal
+        self.options = options
+        self.report = report
+        self.faults = faults
+        self.rng = rng
+        self.max_pending = max_pending
+        self.on_change = on_change
+        self.stopped = False
+        self.in_session = asyncio.Event()
+        """Set while a session is open (after WELCOME)."""
+        self.wake = asyncio.Event()
+        """Set when the sender should look again: a record was made, an answer came."""
+        self._room = asyncio.Event()
+        self._room.set()
+        self._writer: asyncio.StreamWriter | None = None
+        self._abort_reason: str | None = None
+        self.log = structlog.get_logger(__name__).bind(terminal_id=terminal.terminal_id)
+
+    # ------------------------------------------------------------ called by the fleet
+
+    def pressed(self, made: MadePress) -> None:
+        """A record was made: send it when the window allows."""
+        self.report.made(made)
+        if len(self.terminal.pending) >= self.max_pending:
+            self._room.clear()
+        self.wake.set()
+        self.on_change()
+
+    def records_acked(self) -> None:
+        if len(self.terminal.pending) < self.max_pending:
+            self._room.set()
+        self.on_change()
+
+    async def wait_for_room(self) -> None:
+        """Wait while the terminal holds ``max_pending`` records (backpressure, no drops)."""
+        while len(self.terminal.pending) >= self.max_pending and not self.stopped:
+            self._room.clear()
+            await self._room.wait()
+
+    def power_loss(self) -> None:
+        """Cut the power: connection gone, clock lost, boot_count + 1; records stay."""
+        self.terminal.power_loss()
+        self.report.power_losses += 1
+        self.report.faults[Fault.POWER_LOSS.value] += 1
+        self.abort("power_loss")
+        self.on_change()
+
+    def abort(self, reason: str) -> None:
+        """Abort the current connection, if any (the session then ends with ``reason``)."""
+        if self._writer is not None:
+            self._abort_reason = reason
+            self._writer.transport.abort()
+
+    # ------------------------------------------------------------ the connection loop
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only when the gateway does not know us."""
+        backoff = Backoff(self.options.reconnect, self.rng)
+        while True:
+            try:
+                await self._connect_and_serve(backoff)
+            except TerminalStopped:
+                self._stop()
+                return
+            except SessionEnded as exc:
+                reason = self._abort_reason or type(exc).__name__
+                self.report.session_ends[reason] += 1
+                self.log.debug("session ended", reason=reason, detail=exc.detail)
+            except OSError as exc:
+                self.report.connect_failures += 1
+                self.log.debug("connect failed", error=str(exc))
+            await asyncio.sleep(backoff.next_delay())
+
+    def _stop(self) -> None:
+        self.stopped = True
+        self.report.stop(NakCode.UNKNOWN_TERMINAL.name)
+        self._room.set()
+        self.log.warning("gateway does not know this terminal; stopped")
+
+    async def _connect_and_serve(self, backoff: Backoff) -> None:
+        options = self.options
+        async with asyncio.timeout(options.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                options.host,
+                options.port,
+                ssl=options.ssl,
+                server_hostname=options.server_hostname if options.ssl else None,
+            )
+        self.report.connects += 1
+        self._abort_reason = None
+        self._writer = writer
+        try:
+            await _Session(self, reader, writer).serve(backoff)
+        finally:
+            self._writer = None
+            self.in_session.clear()
+            writer.transport.abort()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+class _Session:
+    """One TCP connection: HELLO, WELCOME, then a sender and a receiver."""
+
+    def __init__(
+        self, link: TerminalLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.link = link
+        self.terminal = link.terminal
+        self.report = link.report
+        self.options = link.options
+        self._reader = reader
+        self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._stream = FrameStream(self.terminal.key_of, zero_tag_naks=True)
+        self._events: deque[Event] = deque()
+        self._in_flight: deque[_InFlight] = deque()
+        self._retry: deque[tuple[int, int]] = deque()
+        self._cursor = 0
+        self._paused_until = 0.0
+        self._busy = Backoff(self.options.busy, link.rng)
+        self._last_heartbeat = self._loop.time()
+        self._gateway_closed = asyncio.Event()
+
+    def _ended(self, kind: type[SessionEnded], detail: str) -> SessionEnded:
+        return kind(detail, terminal_id=self.terminal.terminal_id)
+
+    async def serve(self, reconnect: Backoff) -> None:
+        terminal = self.terminal
+        await self._transmit(
+            Hello(
+                terminal.terminal_id,
+                self.options.fw_version,
+                terminal.boot_count,
+                terminal.clock.now(),
+                0 if terminal.clock.synced else c.CLOCK_UNSYNCED,
+                min(len(terminal.pending), MAX_QUEUED_FIELD),
+            ),
+        )
+        welcome = await self._await_welcome()
+        terminal.clock.set(welcome.gateway_time)
+        reconnect.reset()
+        self.report.sessions += 1
+        if welcome.next_seq > terminal.next_seq:
+            self.report.gateway_ahead += 1
+            self.link.log.warning(
+                "gateway has seqs this terminal never made; was its state lost?",
+                next_seq=terminal.next_seq,
+                gateway_next_seq=welcome.next_seq,
+            )
+        self._cursor = min(terminal.pending, default=terminal.next_seq)
+        self._last_heartbeat = self._loop.time()
+        self.link.in_session.set()
+        self.link.on_change()
+        await self._run_sender_and_receiver()
+
+    async def _await_welcome(self) -> Welcome:
+        try:
+            async with asyncio.timeout(self.options.answer_timeout):
+                event = await self._next_event()
+        except TimeoutError:
+            raise self._ended(AnswerTimeout, "no WELCOME") from None
+        match event:
+            case Welcome():
+                return event
+            case Nak(code=NakCode.UNKNOWN_TERMINAL):
+                self.report.naks[event.code.name] += 1
+                raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
+            case Nak():
+                self.report.naks[event.code.name] += 1
+                raise self._ended(Refused, f"NAK {event.code.name}")
+            case _:
+                raise self._protocol_error(f"{_describe(event)} instead of WELCOME")
+
+    async def _run_sender_and_receiver(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._receive())
+                group.create_task(self._send())
+        except ExceptionGroup as group:
+            # One side ended the session and the TaskGroup cancelled the other: raise
+            # that one reason as it is. Anything else is a bug and stays a group.
+            if group.subgroup(lambda e: not isinstance(e, SessionEnded | TerminalStopped)):
+                raise
+            reason: Exception | None = _first(group, TerminalStopped) or _first(group, SessionEnded)
+            if reason is None:
+                raise
+            raise reason from None
+
+    # ------------------------------------------------------------ receiving
+
+    async def _next_event(self) -> Event:
+        while not self._events:
+            try:
+                data = await self._reader.read(READ_SIZE)
+            except OSError as exc:
+                self._gateway_closed.set()
+                raise self._ended(ConnectionLost, str(exc)) from exc
+            if not data:
+                self._gateway_closed.set()
+                raise self._ended(ConnectionLost, "closed")
+            self._events.extend(self._stream.feed(data))
+        return self._events.popleft()
+
+    def _protocol_error(self, detail: str) -> SessionEnded:
+        self.report.gateway_error(detail)
+        self.link.log.warning("gateway broke the protocol", detail=detail)
+        return self._ended(GatewayProtocolError, detail)
+
+    async def _receive(self) -> None:
+        while True:
+            event = await self._next_event()
+            if not isinstance(event, Ack | Nak):
+                raise self._protocol_error(f"{_describe(event)} where ACK or NAK was due")
+            if not self._in_flight:
+                raise self._protocol_error(f"{_describe(event)} with no frame in flight")
+            sent = self._in_flight.popleft()
+            self.link.wake.set()
+            if isinstance(event, Ack):
+                self._on_ack(sent, event)
+            else:
+                self._on_nak(sent, event)
+
+    def _on_ack(self, sent: _InFlight, ack: Ack) -> None:
+        expected_seq = sent.last_seq if sent.kind is FrameType.PRESSES else 0
+        if ack.acked_type != sent.kind or ack.acked_seq != expected_seq:
+            # FIFO matching is lost; the records stay pending and go again next session.
+            raise self._protocol_error(
+                f"ACK type 0x{ack.acked_type:02x} seq {ack.acked_seq} for {sent.describe()}"
+            )
+        if sent.kind is not FrameType.PRESSES:
+            return
+        acked = self.terminal.acknowledge(sent.first_seq, sent.last_seq)
+        self.report.acked_records(acked, sent.covered)
+        self._busy.reset()
+        self.link.records_acked()
+
+    def _on_nak(self, sent: _InFlight, nak: Nak) -> None:
+        self.report.naks[nak.code.name] += 1
+        expected_ref = sent.first_seq if sent.kind is FrameType.PRESSES else 0
+        if nak.ref_seq != expected_ref:
+            self.report.gateway_error(
+                f"NAK {nak.code.name} ref_seq {nak.ref_seq} for {sent.describe()}"
+            )
+        is_presses = sent.kind is FrameType.PRESSES
+        match nak.code:
+            case NakCode.BUSY:
+                if is_presses:
+                    self._retry.append((sent.first_seq, sent.last_seq))
+                self._paused_until = self._loop.time() + self._busy.next_delay()
+            case NakCode.BAD_CRC:
+                if is_presses:
+                    self._retry.append((sent.first_seq, sent.last_seq))
+            case NakCode.UNKNOWN_TERMINAL:
+                raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
+            case _:
+                # MALFORMED, BAD_TAG, ...: what this firmware sent was wrong. The records
+                # stay pending (the next session sends them again); the gateway may close.
+                self.report.firmware_bug(f"NAK {nak.code.name} for {sent.describe()}")
+                self.link.log.error(
+                    "gateway refused a frame", nak=nak.code.name, frame=sent.describe()
+                )
+
+    # ------------------------------------------------------------ sending
+
+    async def _send(self) -> None:
+        window = self.options.window
+        while True:
+            self.link.wake.clear()
+            now = self._loop.time()
+            if self._in_flight and now >= self._in_flight[0].sent_at + self.options.answer_timeout:
+                raise self._ended(AnswerTimeout, f"no answer to {self._in_flight[0].describe()}")
+            if len(self._in_flight) < window:
+                frame = self._next_frame(now)
+                if frame is not None:
+                    await self._transmit(*frame)
+                    continue
+            try:
+                async with asyncio.timeout_at(self._next_deadline(now)):
+                    await self.link.wake.wait()
+            except TimeoutError:
+                pass
+
+    def _next_deadline(self, now: float) -> float:
+        deadlines = []
+        if self._in_flight:
+            deadlines.append(self._in_flight[0].sent_at + self.options.answer_timeout)
+        if len(self._in_flight) < self.options.window:
+            deadlines.append(self._last_heartbeat + self.options.heartbeat_interval)
+            if self._paused_until > now:
+                deadlines.append(self._paused_until)
+        return min(deadlines)
+
+    def _next_frame(self, now: float) -> tuple[Frame, tuple[MadePress, ...]] | None:
+        """The next frame to send, with its records: a due heartbeat, a retry, new records."""
+        terminal = self.terminal
+        if now >= self._last_heartbeat + self.options.heartbeat_interval:
+            self._last_heartbeat = now
+            return self._heartbeat(), ()
+        if now < self._paused_until:
+            return None
+        max_records = self.options.max_records
+        while self._retry:
+            first, last = self._retry.popleft()
+            batch = terminal.next_batch(first, last, max_records)
+            if batch:
+                if batch[-1].seq < last:
+                    self._retry.appendleft((batch[-1].seq + 1, last))
+                return self._presses(batch), batch
+        batch = terminal.next_batch(self._cursor, MAX_SEQ, max_records)
+        if batch:
+            self._cursor = batch[-1].seq + 1
+            return self._presses(batch), batch
+        self._cursor = max(self._cursor, terminal.next_seq)
+        return None
+
+    def _heartbeat(self) -> Heartbeat:
+        terminal = self.terminal
+        return Heartbeat(
+            terminal.terminal_id,
+            terminal.clock.now(),
+            self.options.battery_pct,
+            self.options.signal_dbm,
+            min(len(terminal.pending), MAX_QUEUED_FIELD),
+            terminal.uptime(),
+        )
+
+    def _presses(self, batch: tuple[MadePress, ...]) -> Presses:
+        first = batch[0]
+        clock = self.terminal.clock
+        if first.unsynced:
+            # sent_at from the same (lost) clock that stamped the records, so that
+            # ts + (received - sent_at) gives the gateway real time back (spec 6).
+            sent_at, flags = clock.read(first.clock_offset), c.CLOCK_UNSYNCED
+        else:
+            sent_at, flags = clock.now(), 0
+        return Presses(
+            self.terminal.terminal_id,
+            sent_at,
+            first.seq,
+            flags,
+            tuple(made.to_record() for made in batch),
+        )
+
+    async def _transmit(self, frame: Frame, records: tuple[MadePress, ...] = ()) -> None:
+        link = self.link
+        kind = frame_type(frame)
+        faults = link.faults.for_frame(kind)
+        data = encode(frame, self.terminal.key)
+        for fault in faults:
+            self.report.faults[fault.value] += 1
+        if Fault.CORRUPT_CRC in faults:
+            data = data[:-1] + bytes([data[-1] ^ 0x5A])
+        if kind is not FrameType.HELLO:
+            first = records[0].seq if records else 0
+            last = records[-1].seq if records else 0
+            self._in_flight.append(_InFlight(kind, first, last, self._loop.time()))
+        self.report.sent(kind.name, records, len(self._in_flight))
+        split = Fault.SPLIT_WRITE in faults
+        if Fault.DROP_MID_FRAME in faults:
+            await self._write(data[: link.faults.cut(len(data))], split=split)
+            link.abort(Fault.DROP_MID_FRAME.value)
+            raise self._ended(ConnectionLost, "dropped mid-frame on purpose")
+        await self._write(data, split=split)
+        if Fault.GARBAGE in faults:
+            await self._write(link.faults.garbage(), split=False)
+            await self._wait_for_gateway_to_close()
+        if Fault.DROP in faults:
+            link.abort(Fault.DROP.value)
+            raise self._ended(ConnectionLost, "dropped on purpose")
+
+    async def _wait_for_gateway_to_close(self) -> None:
+        """After garbage the stream is broken: send nothing more, the gateway must close."""
+        try:
+            async with asyncio.timeout(self.options.answer_timeout):
+                await self._gateway_closed.wait()
+        except TimeoutError:
+            raise self._ended(AnswerTimeout, "gateway did not close after garbage") from None
+        raise self._ended(ConnectionLost, "closed after garbage")
+
+    async def _write(self, data: bytes, *, split: bool) -> None:
+        writer = self._writer
+        try:
+            if split:
+                for index in range(len(data)):
+                    writer.write(data[index : index + 1])
+                    await writer.drain()
+                    # Let the loop send this byte on its own before the next one.
+                    await asyncio.sleep(0)
+            else:
+                writer.write(data)
+                await writer.drain()
+        except OSError as exc:
+            raise self._ended(ConnectionLost, str(exc)) from exc
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, DecodeError):
+        return f"undecodable frame ({event.name}: {event.reason})"
+    return type(event).__name__.upper()
+
+
+def _first(group: BaseExceptionGroup[BaseException], kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in ``group``, however deeply nested."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _first(exc, kind)) is not None:
+            return found
+    return None
