@@ -6,7 +6,8 @@ Hierarchy::
     ├── ConfigError        a configuration key is missing or wrong (names the key)
     ├── RegistryError      the terminal registry file is inconsistent
     ├── OutboxBusy         the outbox cannot commit now (disk full, I/O error, budget)
-    └── StoreError         the central store refused or could not be reached
+    ├── StoreError         the central store refused or could not be reached
+    └── SchemaError        a database was written by a newer gateway
 """
 
 from __future__ import annotations
@@ -35,3 +36,7 @@ class OutboxBusy(GatewayError):
 
 class StoreError(GatewayError):
     """The central store could not take a batch; the forwarder retries later."""
+
+
+class SchemaError(GatewayError):
+    """A database carries a schema version this gateway does not know."""

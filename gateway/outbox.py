@@ -29,7 +29,7 @@ from pathlib import Path
 import aiosqlite
 import structlog
 
-from gateway.errors import OutboxBusy
+from gateway.errors import OutboxBusy, SchemaError
 from gateway.rows import PressRow, RejectRow
 
 log = structlog.get_logger("gateway.outbox")
@@ -362,7 +362,7 @@ async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
         await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         await db.execute("COMMIT")
     elif version != SCHEMA_VERSION:
-        raise OutboxBusy(f"outbox schema version {version} is newer than this gateway knows")
+        raise SchemaError(f"outbox schema version {version} is newer than this gateway knows")
     await set_budget(db, max_mb)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.errors import StoreError
+from gateway.errors import SchemaError, StoreError
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
 from gateway.stores.base import ImportSummary, StoredPress, StoredReject
@@ -234,7 +234,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     if version == SCHEMA_VERSION:
         return
     if version != 0:
-        raise StoreError(f"store schema version {version} is not known to this gateway")
+        raise SchemaError(f"store schema version {version} is not known to this gateway")
     await db.execute("BEGIN IMMEDIATE")
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()

@@ -1,0 +1,132 @@
+"""The durable outbox: group commit, deduplication, and BUSY at the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import OutboxBusy, SchemaError
+from gateway.outbox import Outbox
+from gateway.rows import PressRow
+from protocols.constants import NakCode
+from protocols.frames import Ack, Nak, Presses, PressRecord
+from tests.conftest import GatewayHarness
+from tests.test_tcp import hello, stored
+
+
+def press(terminal_id: int, seq: int) -> PressRow:
+    return PressRow(terminal_id, seq, 1767225600 + seq, "x", 1 + seq % 4, 0, False, "tcp", 0)
+
+
+async def test_commits_share_transactions_and_survive_reopen(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    writer = asyncio.create_task(outbox.run())
+    await asyncio.gather(*(outbox.commit([press(t, s) for s in range(10)]) for t in range(200)))
+    assert outbox.committed_presses == 2000
+    assert outbox.commits < 200  # grouped: fewer transactions than commit calls
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    await outbox.close()
+
+    reopened = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    assert reopened.next_seq(0) == 10
+    assert reopened.next_seq(199) == 10
+    assert reopened.next_seq(500) == 0
+    pending = await reopened.pending(5000)
+    assert len(pending.presses) == 2000
+    await reopened.close()
+
+
+async def test_duplicate_seq_is_kept_once(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    writer = asyncio.create_task(outbox.run())
+    await outbox.commit([press(1, 5)])
+    await outbox.commit([press(1, 5), press(1, 6)])
+    pending = await outbox.pending(100)
+    assert [(p.terminal_id, p.seq) for p in pending.presses] == [(1, 5), (1, 6)]
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    await outbox.close()
+
+
+async def test_full_outbox_raises_busy_and_can_still_drain(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=1)
+    writer = asyncio.create_task(outbox.run())
+    seq = 0
+    refused: OutboxBusy | None = None
+    for _ in range(200):  # 1 MB holds well under 200 x 1000 rows
+        try:
+            await outbox.commit([press(1, seq + i) for i in range(1000)])
+        except OutboxBusy as exc:
+            refused = exc
+            break
+        seq += 1000
+    assert refused is not None
+    assert outbox.busy_errors == 1
+    pending = await outbox.pending(100000)
+    assert len(pending.presses) == seq  # everything committed before is still there
+    await outbox.forwarded(pending)  # deletes work at the budget
+    await outbox.commit([press(1, seq)])  # and then there is room again
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    await outbox.close()
+
+
+async def test_store_down_and_outbox_at_budget_gives_busy_then_everything_arrives(
+    make_harness: Callable[..., GatewayHarness],
+) -> None:
+    h = make_harness("")
+    h.config_path.write_text(
+        h.config_path.read_text()
+        .replace("[gateway]", "[gateway]\noutbox_max_mb = 1")
+        .replace("[store]", "[store]\nretry_max_s = 0.5"),
+        encoding="utf-8",
+    )
+    await h.start()
+    assert h.gateway is not None
+    store_db = sqlite3.connect(h.directory / "var" / "central.db", isolation_level=None)
+    store_db.execute("BEGIN EXCLUSIVE")  # the store is unreachable for writes
+    t, _ = await hello(h)
+    acked: list[int] = []
+    busy_frame: Presses | None = None
+    for n in range(100):
+        first = n * 680
+        records = tuple(PressRecord(first + i, 1767225600 + i, 1 + i % 4, 0) for i in range(680))
+        frame = Presses(1001, 1767226000, first, 0, records)
+        await t.send_frame(frame)
+        answer = await t.receive(timeout=30)
+        if isinstance(answer, Nak):
+            assert answer == Nak(1001, NakCode.BUSY, first)
+            busy_frame = frame
+            break
+        assert isinstance(answer, Ack)
+        acked.extend(r.seq for r in records)
+    assert busy_frame is not None, "the outbox never reached its budget"
+    assert len(acked) > 680
+    store_db.execute("ROLLBACK")  # the store is back
+    store_db.close()
+    for _ in range(100):  # the terminal retries later, as the spec says
+        await t.send_frame(busy_frame)
+        answer = await t.receive(timeout=30)
+        if isinstance(answer, Ack):
+            break
+        await asyncio.sleep(0.1)
+    assert isinstance(answer, Ack)
+    await t.close()
+    keys = [(p.terminal_id, p.seq) for p in await stored(h)]
+    expected = acked + [r.seq for r in busy_frame.records]
+    assert sorted(keys) == [(1001, s) for s in sorted(expected)]
+    await h.stop()
+
+
+async def test_outbox_refuses_unknown_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(SchemaError, match="schema version 99"):
+        await Outbox.open(path, max_mb=1)
