@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from gateway.stores import StoredPress, StoredReject
 from protocols.constants import FrameType, NakCode
@@ -260,4 +265,43 @@ async def test_many_concurrent_terminals_and_a_stuck_one(
         await t.close()
     await stuck.close()
     assert len(await stored(h)) == 200
+    await h.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls(
+    make_harness: Callable[..., GatewayHarness], tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    h = make_harness()
+    h.config_path.write_text(
+        h.config_path.read_text().replace(
+            "[tcp]", f"[tcp]\ntls_cert = '{cert}'\ntls_key = '{key}'"
+        ),
+        encoding="utf-8",
+    )
+    await h.start()
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    t = await RawTerminal.connect(h.port, ssl=client_tls, server_hostname="127.0.0.1")
+    await t.send(VECTOR_HEX["hello"])
+    assert isinstance(await t.receive(), Welcome)
+    await t.send(VECTOR_HEX["presses"])
+    assert (await t.receive()).acked_seq == 122
+    await t.close()
+    plain = await RawTerminal.connect(h.port)  # plain TCP is not accepted on a TLS port
+    await plain.send(VECTOR_HEX["hello"])
+    assert await plain.closed_by_peer()
+    assert [p.seq for p in await stored(h)] == [120, 121, 122]
     await h.stop()
