@@ -114,8 +114,14 @@ class Fleet:
             task.cancel()
         self._tasks.clear()
         try:
-            if group is not None:
+            if group is None:
+                return
+            if exc_type is None or issubclass(exc_type, asyncio.CancelledError):
                 await group.__aexit__(exc_type, exc, tb)
+            else:
+                # The block failed: let its exception through as it is, not wrapped
+                # in an ExceptionGroup (our tasks are cancelled, not failed).
+                await group.__aexit__(None, None, None)
         finally:
             if self._store is not None:
                 self._store.write(*self._store.snapshot(clean=True))

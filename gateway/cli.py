@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the gateway with a simulated fleet")
     _config_arg(demo)
     demo.add_argument("--terminals", type=int, default=50)
-    demo.add_argument("--presses", type=int, default=20000)
-    demo.add_argument("--rate", type=float, default=2.0, help="presses per second per terminal")
+    demo.add_argument("--presses", type=int, default=10000)
+    demo.add_argument("--rate", type=float, default=4.0, help="presses per second per terminal")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -148,10 +148,13 @@ def _export(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415 - pulls in the simulator
 
-    config = _load(args)
-    return asyncio.run(
+    config = load_config(args.config)
+    # The demo's own summary is the show; logs only say when something is wrong.
+    configure_logging(config.gateway.log_format, "warning")
+    result: int = asyncio.run(
         run_demo(config, terminals=args.terminals, presses=args.presses, rate=args.rate)
     )
+    return result
 
 
 if __name__ == "__main__":

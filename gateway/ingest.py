@@ -31,7 +31,7 @@ class Origin:
 
 @dataclass(slots=True)
 class IngestCounters:
-    presses: int = 0
+    presses_received: int = 0
     rejected_records: int = 0
     refused_frames: int = 0
     heartbeats: int = 0
@@ -88,7 +88,7 @@ class Ingest:
                 )
             )
         await self._outbox.commit(counted, rejected)
-        self.counters.presses += len(counted)
+        self.counters.presses_received += len(counted)
         self.counters.rejected_records += len(rejected)
         by = self.counters.by_transport
         by[origin.transport] = by.get(origin.transport, 0) + len(counted)

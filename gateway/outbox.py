@@ -134,6 +134,7 @@ class Outbox:
         self._batch_max = batch_max
         self._jobs: asyncio.Queue[_Commit | _Delete] = asyncio.Queue(queue_size)
         self.committed_presses = 0
+        """Presses new to the outbox; a resend of a row still here is not counted."""
         self.committed_rejects = 0
         self.commits = 0
         self.busy_errors = 0
@@ -282,8 +283,9 @@ class Outbox:
                 seqs[r.terminal_id] = max(r.seq, seqs.get(r.terminal_id, -1))
         db = self._writer
         await db.execute("BEGIN IMMEDIATE")
+        inserted = 0
         if presses:
-            await db.executemany(
+            cursor = await db.executemany(
                 _INSERT_PRESS,
                 [
                     (
@@ -300,6 +302,7 @@ class Outbox:
                     for p in presses
                 ],
             )
+            inserted = max(cursor.rowcount, 0)  # resends are ignored, not counted
         if rejects:
             await db.executemany(
                 _INSERT_REJECT,
@@ -323,7 +326,7 @@ class Outbox:
         for terminal_id, seq in seqs.items():
             self._max_seqs[terminal_id] = max(seq, self._max_seqs.get(terminal_id, -1))
         self.commits += 1
-        self.committed_presses += len(presses)
+        self.committed_presses += inserted
         self.committed_rejects += len(rejects)
 
     async def _delete(self, jobs: Sequence[_Delete]) -> None:

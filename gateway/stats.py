@@ -20,23 +20,24 @@ class StatsReporter:
         self._interval_s = interval_s
 
     async def run(self) -> None:
-        last_presses = self._gateway.ingest.counters.presses
+        last_presses = self._gateway.outbox.committed_presses
         last_time = time.monotonic()
         while True:
             await asyncio.sleep(self._interval_s)
             now = time.monotonic()
             counters = self._gateway.ingest.counters
+            committed = self._gateway.outbox.committed_presses
             backlog = await self._gateway.outbox.backlog()
             oldest = backlog.oldest_received_at_ms
             log.info(
                 "stats",
                 connections=self._gateway.tcp.connections if self._gateway.tcp else 0,
-                presses=counters.presses,
-                presses_per_s=round((counters.presses - last_presses) / (now - last_time), 1),
+                presses=committed,
+                presses_per_s=round((committed - last_presses) / (now - last_time), 1),
                 outbox_depth=backlog.presses + backlog.rejects,
                 forward_lag_s=round(time.time() - oldest / 1000, 1) if oldest else 0.0,
                 forwarded=self._gateway.forwarder.forwarded,
                 quarantined=counters.rejected_records + counters.refused_frames,
                 busy=self._gateway.outbox.busy_errors,
             )
-            last_presses, last_time = counters.presses, now
+            last_presses, last_time = committed, now

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,3 +133,56 @@ class RawTerminal:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
+
+
+GATEWAY_SCRIPT = str(Path(sys.executable).parent / "smiley-gateway")
+
+
+class GatewayProcess:
+    """The real gateway as a separate process, which a test may kill -9."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.process: asyncio.subprocess.Process | None = None
+        self.log = config.parent / "gateway.log"
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                GATEWAY_SCRIPT, "run", "--config", str(self.config), stdout=log, stderr=log
+            )
+        for _ in range(300):
+            if self.process.returncode is not None:
+                raise RuntimeError(f"gateway exited: {self.log.read_text()[-2000:]}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+        raise RuntimeError("gateway did not start listening")
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or power cut of the process."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(self.process.wait(), 30)
+
+    async def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 60)
+
+
+def export_rows(config: Path, *extra: str) -> list[dict[str, Any]]:
+    """``smiley-gateway export`` as an operator runs it, parsed."""
+    result = subprocess.run(
+        [GATEWAY_SCRIPT, "export", "--config", str(config), "--format", "ndjson", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]

@@ -1,0 +1,208 @@
+"""Command line: ``python -m firmware_sim tcp --host H --port P --registry FILE ...``.
+
+Prints a one-line summary every second on stderr, then the final report as JSON
+on stdout (and to ``--report FILE``). Exit status 0 when every press made was
+ACKed, 1 when not, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from firmware_sim.backoff import BackoffOptions
+from firmware_sim.errors import NotAllAcked, SimulatorError, TerminalStopped
+from firmware_sim.faults import FaultOptions, ScheduledFault
+from firmware_sim.fleet import Fleet, FleetOptions
+from firmware_sim.patterns import Child, LunchQueue, Pattern, Steady
+from firmware_sim.registry import load_registry
+from firmware_sim.tcp import LinkOptions
+
+PATTERNS = ("steady", "lunch", "child", "mixed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    tcp = commands.add_parser("tcp", help="simulated terminals over TCP")
+    tcp.add_argument("--host", default="127.0.0.1")
+    tcp.add_argument("--port", type=int, required=True)
+    tcp.add_argument("--registry", type=Path, required=True, help="TOML with [[terminal]] id, key")
+    tcp.add_argument("--terminals", type=int, help="use the first N terminals (default: all)")
+    tcp.add_argument("--presses", type=int, help="stop after this many presses fleet-wide")
+    tcp.add_argument("--duration", type=float, help="stop pressing after this many seconds")
+    tcp.add_argument(
+        "--rate", type=float, default=1.0, help="presses per second per terminal (0: flat out)"
+    )
+    tcp.add_argument("--pattern", choices=PATTERNS, default="steady")
+    tcp.add_argument("--seed", type=int, default=0)
+    tcp.add_argument(
+        "--faults",
+        type=FaultOptions.parse,
+        default=FaultOptions(),
+        help="probabilities, e.g. split=0.1,garbage=0.01,crc=0.05,drop=0.02,power=0.001",
+    )
+    tcp.add_argument(
+        "--fault-at",
+        type=ScheduledFault.parse,
+        action="append",
+        default=[],
+        metavar="SECONDS:FAULT[:ID]",
+        help="a fault at a time after the start (repeatable), e.g. 5:power_loss",
+    )
+    tcp.add_argument("--state-dir", type=Path, help="keep seqs and pending records here")
+    tcp.add_argument("--fleet-name", default="fleet", help="state file name in --state-dir")
+    tcp.add_argument("--report", type=Path, help="also write the final JSON report here")
+    tcp.add_argument("--include-records", action="store_true", help="every record in the report")
+    tcp.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for the last ACKs (default 60)"
+    )
+    tcp.add_argument("--window", type=int, default=4)
+    tcp.add_argument("--max-records", type=int, default=50)
+    tcp.add_argument("--heartbeat", type=float, default=60.0, help="heartbeat interval, seconds")
+    tcp.add_argument("--max-backoff", type=float, default=30.0, help="reconnect backoff cap")
+    tcp.add_argument("--tls", action="store_true", help="connect with TLS")
+    tcp.add_argument("--cafile", type=Path, help="CA bundle to verify the gateway (implies --tls)")
+    tcp.add_argument(
+        "--insecure", action="store_true", help="TLS without verifying the gateway's certificate"
+    )
+    tcp.add_argument("--server-hostname", help="TLS name to expect (default: --host)")
+    tcp.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        keys = load_registry(args.registry)
+        if args.terminals is not None:
+            keys = dict(list(keys.items())[: args.terminals])
+        if not keys:
+            parser.error("the registry has no terminals")
+        link = _link_options(args)
+        options = _fleet_options(args)
+    except (SimulatorError, ValueError, OSError) as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(run_tcp(keys, link, options, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def run_tcp(
+    keys: dict[int, bytes], link: LinkOptions, options: FleetOptions, args: argparse.Namespace
+) -> int:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fleet = Fleet(keys, link, options)
+    all_acked = False
+    try:
+        async with fleet, asyncio.TaskGroup() as group:
+            ticker = group.create_task(_print_progress(fleet, started))
+            try:
+                await fleet.run(presses=args.presses, duration=args.duration)
+                await fleet.wait_all_acked(args.wait)
+                all_acked = True
+            except (NotAllAcked, TerminalStopped) as exc:
+                print(f"not all presses were ACKed: {exc}", file=sys.stderr)
+            finally:
+                ticker.cancel()
+    finally:
+        print(fleet.report.live_line(loop.time() - started), file=sys.stderr)
+        _write_report(fleet, args)
+    return 0 if all_acked else 1
+
+
+async def _print_progress(fleet: Fleet, started: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        print(fleet.report.live_line(loop.time() - started), file=sys.stderr, flush=True)
+
+
+def _write_report(fleet: Fleet, args: argparse.Namespace) -> None:
+    text = json.dumps(fleet.report.summary(include_records=args.include_records), indent=2)
+    if args.report is not None:
+        args.report.write_text(text + "\n", encoding="utf-8")
+    print(text, flush=True)
+
+
+def _link_options(args: argparse.Namespace) -> LinkOptions:
+    context: ssl.SSLContext | None = None
+    if args.tls or args.cafile or args.insecure:
+        context = ssl.create_default_context(
+            cafile=str(args.cafile) if args.cafile is not None else None
+        )
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return LinkOptions(
+        host=args.host,
+        port=args.port,
+        ssl=context,
+        server_hostname=args.server_hostname,
+        window=args.window,
+        max_records=args.max_records,
+        heartbeat_interval=args.heartbeat,
+        reconnect=BackoffOptions(initial=min(0.5, args.max_backoff), maximum=args.max_backoff),
+    )
+
+
+def _fleet_options(args: argparse.Namespace) -> FleetOptions:
+    faults = dataclasses.replace(args.faults, schedule=tuple(args.fault_at))
+    pattern: Pattern
+    if args.pattern == "lunch":
+        pattern = LunchQueue(rate=args.rate / 10, rush_rate=args.rate * 4)
+    elif args.pattern == "child":
+        pattern = Child()
+    else:
+        pattern = Steady(args.rate)
+    return FleetOptions(
+        pattern=pattern,
+        pattern_of=MixedPattern(args.rate) if args.pattern == "mixed" else None,
+        seed=args.seed,
+        faults=faults,
+        state_dir=args.state_dir,
+        name=args.fleet_name,
+    )
+
+
+class MixedPattern:
+    """Most terminals steady; every 10th by a lunch queue; every 25th has a child nearby."""
+
+    def __init__(self, rate: float) -> None:
+        self.lunch = LunchQueue(rate=rate / 10, rush_rate=rate * 4)
+        self.child = Child()
+
+    def __call__(self, terminal_id: int) -> Pattern | None:
+        if terminal_id % 25 == 0:
+            return self.child
+        if terminal_id % 10 == 0:
+            return self.lunch
+        return None
+
+
+def _configure_logging(level: str) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
