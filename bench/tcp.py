@@ -706,7 +706,7 @@ CREATE TABLE press (
     terminal_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     occurred_at INTEGER NOT NULL,
-    local_time TEXT NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
     button INTEGER NOT NULL,
     followup INTEGER NOT NULL,
     clock_corrected INTEGER NOT NULL,
@@ -716,7 +716,7 @@ CREATE TABLE press (
 )
 """
 _BASELINE_INSERT = (
-    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, local_time, button, followup,"
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
     " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 Row = tuple[int, int, int, str, int, int, int, str, int]

@@ -14,8 +14,9 @@ import json
 import logging
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -28,6 +29,7 @@ from firmware_sim.registry import load_registry
 from firmware_sim.tcp import LinkOptions
 
 PATTERNS = ("steady", "lunch", "child", "mixed")
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--seed", type=int, default=0)
     tcp.add_argument(
         "--faults",
-        type=FaultOptions.parse,
+        type=_argument(FaultOptions.parse),
         default=FaultOptions(),
         help="probabilities, e.g. split=0.1,garbage=0.01,crc=0.05,drop=0.02,power=0.001",
     )
     tcp.add_argument(
         "--fault-at",
-        type=ScheduledFault.parse,
+        type=_argument(ScheduledFault.parse),
         action="append",
         default=[],
         metavar="SECONDS:FAULT[:ID]",
@@ -80,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )
     return parser
+
+
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` for argparse: its ValueError message becomes the usage error."""
+
+    def parse_argument(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:

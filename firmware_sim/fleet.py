@@ -83,14 +83,16 @@ class Fleet:
             else None
         )
         self._state_changed = asyncio.Event()
+        self._entered = False
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Fleet:
-        if self._group is not None:
-            raise RuntimeError("a Fleet can be entered only once at a time")
+        if self._entered:
+            raise RuntimeError("a Fleet runs once; make a new one (same state_dir) to go on")
+        self._entered = True
         self._build_terminals()
         group = asyncio.TaskGroup()
         await group.__aenter__()
@@ -270,3 +272,7 @@ class Fleet:
     async def wait_all_acked(self, timeout: float | None) -> None:  # noqa: ASYNC109
         """See ``FleetReport.wait_all_acked``."""
         await self.report.wait_all_acked(timeout)
+
+    async def wait_acked(self, at_least: int, timeout: float | None) -> None:  # noqa: ASYNC109
+        """See ``FleetReport.wait_acked``."""
+        await self.report.wait_acked(at_least, timeout)

@@ -165,6 +165,16 @@ class FleetReport:
         must hold exactly these (plus what earlier runs delivered)."""
         return {(t, s): p for t, r in self.terminals.items() for s, p in r.acked.items()}
 
+    @property
+    def made_count(self) -> int:
+        """How many records were made or restored (cheap; ``made`` builds a dict)."""
+        return sum(len(r.records) for r in self.terminals.values())
+
+    @property
+    def acked_count(self) -> int:
+        """How many records were ACKed (cheap; ``acked`` builds a dict)."""
+        return sum(len(r.acked) for r in self.terminals.values())
+
     def outstanding(self) -> dict[int, int]:
         """Terminal id to records not ACKed yet, for terminals that have any."""
         return {t: r.outstanding for t, r in self.terminals.items() if r.outstanding}
@@ -178,11 +188,19 @@ class FleetReport:
         Raises ``NotAllAcked`` (a TimeoutError) after ``timeout`` seconds, and
         ``TerminalStopped`` at once if a terminal with records not ACKed has stopped.
         """
+        await self._wait_for(self.all_acked, timeout)
+
+    async def wait_acked(self, at_least: int, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Return once at least ``at_least`` records fleet-wide are ACKed (same errors)."""
+        await self._wait_for(lambda: self.acked_count >= at_least, timeout)
+
+    async def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> None:  # noqa: ASYNC109
+        """Re-check ``done`` after every ACK or stop, without polling."""
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     self._progress.clear()
-                    if self.all_acked():
+                    if done():
                         return
                     for report in self.terminals.values():
                         if report.stopped is not None and report.outstanding:

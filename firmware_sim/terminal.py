@@ -131,7 +131,13 @@ class Terminal:
         return self.key if terminal_id == self.terminal_id else None
 
     def press(self, button: int, followup: int = 0) -> MadePress:
-        """Record a press now, stamped by the terminal's clock."""
+        """Record a press now, stamped by the terminal's clock.
+
+        Any byte goes for ``button`` and ``followup`` (to make records the gateway
+        must keep but not count); values outside a byte cannot be sent at all.
+        """
+        if not (0 <= button <= 0xFF and 0 <= followup <= 0xFF):
+            raise ValueError(f"button {button} and followup {followup} must each fit in a byte")
         if self.next_seq > MAX_SEQ:
             raise OverflowError(f"terminal {self.terminal_id} ran out of sequence numbers")
         if self.next_seq >= self.seq_reserved and self.reserve_seqs is not None:

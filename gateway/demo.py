@@ -84,7 +84,7 @@ def _line(gateway: Gateway, fleet: Fleet, started: float) -> str:
         f" committed={committed:<7} rate={committed / max(elapsed, 1e-9):7.1f}/s"
         f" forwarded={gateway.forwarder.forwarded:<7}"
         f" quarantined={counters.rejected_records + counters.refused_frames:<4}"
-        f" sim_acked={len(fleet.report.acked):<7}"
+        f" sim_acked={fleet.report.acked_count:<7}"
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from gateway.outbox import Outbox
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
-from gateway.timekeeping import clock_offset, local_time
+from gateway.timekeeping import UtcOffsets, clock_offset
 from protocols.errors import DecodeError
 from protocols.frames import Heartbeat, Presses
 
@@ -46,6 +46,7 @@ class Ingest:
         self._outbox = outbox
         self.counters = IngestCounters()
         self.last_heartbeat: dict[int, tuple[Heartbeat, Origin]] = {}
+        self._offsets: dict[int, UtcOffsets] = {}
 
     def next_seq(self, terminal_id: int) -> int:
         return self._outbox.next_seq(terminal_id)
@@ -54,39 +55,46 @@ class Ingest:
         """Return once every record of ``frame`` is durably committed (or was before)."""
         received = int(origin.received_at)
         offset = clock_offset(frame, received)
-        zone = self._registry.zone_for(frame.terminal_id)
-        counted: list[PressRow] = []
-        rejected: list[RejectRow] = []
-        for record in frame.records:
-            problem = record.problem
-            if problem is not None:
-                rejected.append(
-                    RejectRow(
-                        origin.received_at_ms,
-                        origin.transport,
-                        origin.peer,
-                        frame.terminal_id,
-                        record.seq,
-                        "RECORD_INVALID",
-                        problem,
-                        record.to_bytes(),
-                    )
-                )
-                continue
-            occurred_at = record.ts + (offset or 0)
-            counted.append(
-                PressRow(
-                    frame.terminal_id,
-                    record.seq,
-                    occurred_at,
-                    local_time(occurred_at, zone),
-                    record.button,
-                    record.followup,
-                    offset is not None,
-                    origin.transport,
-                    origin.received_at_ms,
-                )
+        utc_offset = self._offsets.get(frame.terminal_id)
+        if utc_offset is None:
+            utc_offset = UtcOffsets(self._registry.zone_for(frame.terminal_id))
+            self._offsets[frame.terminal_id] = utc_offset
+        valid = [r for r in frame.records if r.problem is None]
+        shift = offset or 0
+        corrected = offset is not None
+        terminal_id, transport, received_ms = (
+            frame.terminal_id,
+            origin.transport,
+            origin.received_at_ms,
+        )
+        counted = [
+            PressRow(
+                terminal_id,
+                seq,
+                ts + shift,
+                utc_offset(ts + shift),
+                button,
+                followup,
+                corrected,
+                transport,
+                received_ms,
             )
+            for seq, ts, button, followup in valid
+        ]
+        rejected = [
+            RejectRow(
+                received_ms,
+                transport,
+                origin.peer,
+                terminal_id,
+                record.seq,
+                "RECORD_INVALID",
+                problem,
+                record.to_bytes(),
+            )
+            for record in frame.records
+            if (problem := record.problem) is not None
+        ]
         await self._outbox.commit(counted, rejected)
         self.counters.presses_received += len(counted)
         self.counters.rejected_records += len(rejected)

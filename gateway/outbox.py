@@ -25,6 +25,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -38,11 +39,11 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE press (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     terminal_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     occurred_at INTEGER NOT NULL,
-    local_time TEXT NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
     button INTEGER NOT NULL,
     followup INTEGER NOT NULL,
     clock_corrected INTEGER NOT NULL,
@@ -66,7 +67,7 @@ CREATE TABLE terminal_seq (terminal_id INTEGER PRIMARY KEY, max_seq INTEGER NOT 
 """
 
 _INSERT_PRESS = (
-    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, local_time, button, followup,"
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
     " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_REJECT = (
@@ -89,19 +90,23 @@ class _Commit:
 
 @dataclass(slots=True)
 class _Delete:
-    press_ids: Sequence[int]
+    press_upto: int | None
     reject_ids: Sequence[int]
     done: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """Rows waiting to be forwarded, with their outbox ids."""
+    """The oldest rows waiting to be forwarded.
 
-    press_ids: list[int] = field(default_factory=list)
+    Presses are read in id order, so the batch is every row up to ``press_upto``:
+    ids only grow (AUTOINCREMENT), and one forwarder deletes at a time.
+    """
+
     presses: list[PressRow] = field(default_factory=list)
-    reject_ids: list[int] = field(default_factory=list)
+    press_upto: int | None = None
     rejects: list[RejectRow] = field(default_factory=list)
+    reject_ids: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.presses) + len(self.rejects)
@@ -138,6 +143,10 @@ class Outbox:
         self.committed_rejects = 0
         self.commits = 0
         self.busy_errors = 0
+        # Ids only grow (AUTOINCREMENT), so reading strictly after what was forwarded
+        # never hands out a row twice, even from a reader snapshot a moment old.
+        self._forwarded_press_id = 0
+        self._forwarded_reject_id = 0
 
     @classmethod
     async def open(
@@ -179,62 +188,46 @@ class Outbox:
     async def forwarded(self, pending: Pending) -> None:
         """Delete rows the central store has committed."""
         done = asyncio.get_running_loop().create_future()
-        await self._jobs.put(_Delete(pending.press_ids, pending.reject_ids, done))
+        await self._jobs.put(_Delete(pending.press_upto, pending.reject_ids, done))
         await done
+        if pending.press_upto is not None:
+            self._forwarded_press_id = max(self._forwarded_press_id, pending.press_upto)
+        if pending.reject_ids:
+            self._forwarded_reject_id = max(self._forwarded_reject_id, *pending.reject_ids)
 
     async def pending(self, limit: int) -> Pending:
         """The oldest rows not yet forwarded, at most ``limit`` of each kind."""
-        result = Pending()
         async with self._reader.execute(
-            "SELECT id, terminal_id, seq, occurred_at, local_time, button, followup,"
-            " clock_corrected, transport, received_at_ms FROM press ORDER BY id LIMIT ?",
-            (limit,),
+            "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
+            " clock_corrected, transport, received_at_ms FROM press WHERE id > ?"
+            " ORDER BY id LIMIT ?",
+            (self._forwarded_press_id, limit),
         ) as cursor:
-            for row in await cursor.fetchall():
-                result.press_ids.append(row[0])
-                (
-                    tid,
-                    seq,
-                    occurred_at,
-                    local_time,
-                    button,
-                    followup,
-                    corrected,
-                    transport,
-                    received,
-                ) = row[1:]
-                result.presses.append(
-                    PressRow(
-                        tid,
-                        seq,
-                        occurred_at,
-                        local_time,
-                        button,
-                        followup,
-                        bool(corrected),
-                        transport,
-                        received,
-                    )
-                )
+            press_rows = list(await cursor.fetchall())
         async with self._reader.execute(
             "SELECT id, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
-            " FROM rejected ORDER BY id LIMIT ?",
-            (limit,),
+            " FROM rejected WHERE id > ? ORDER BY id LIMIT ?",
+            (self._forwarded_reject_id, limit),
         ) as cursor:
-            for row in await cursor.fetchall():
-                result.reject_ids.append(row[0])
-                result.rejects.append(RejectRow(*row[1:]))
-        return result
+            reject_rows = list(await cursor.fetchall())
+        return Pending(
+            presses=[_press_row(row) for row in press_rows],
+            press_upto=press_rows[-1][0] if press_rows else None,
+            rejects=[RejectRow(*row[1:]) for row in reject_rows],
+            reject_ids=[row[0] for row in reject_rows],
+        )
 
     async def backlog(self) -> Backlog:
         async with self._reader.execute(
             "SELECT (SELECT count(*) FROM press), (SELECT count(*) FROM rejected),"
-            " min((SELECT min(received_at_ms) FROM press),"
-            " (SELECT min(received_at_ms) FROM rejected))"
+            # SQLite's two-argument min() is NULL if either side is: coalesce first
+            " min(coalesce((SELECT min(received_at_ms) FROM press), 1 << 62),"
+            " coalesce((SELECT min(received_at_ms) FROM rejected), 1 << 62))"
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
-        return Backlog(row[0], row[1], row[2])
+        oldest = row[2] if row[2] != 1 << 62 else None
+        return Backlog(row[0], row[1], oldest)
 
     async def run(self) -> None:
         """The single writer: take waiting jobs, commit them together, resolve them."""
@@ -285,23 +278,7 @@ class Outbox:
         await db.execute("BEGIN IMMEDIATE")
         inserted = 0
         if presses:
-            cursor = await db.executemany(
-                _INSERT_PRESS,
-                [
-                    (
-                        p.terminal_id,
-                        p.seq,
-                        p.occurred_at,
-                        p.local_time,
-                        p.button,
-                        p.followup,
-                        int(p.clock_corrected),
-                        p.transport,
-                        p.received_at_ms,
-                    )
-                    for p in presses
-                ],
-            )
+            cursor = await db.executemany(_INSERT_PRESS, presses)
             inserted = max(cursor.rowcount, 0)  # resends are ignored, not counted
         if rejects:
             await db.executemany(
@@ -332,19 +309,26 @@ class Outbox:
     async def _delete(self, jobs: Sequence[_Delete]) -> None:
         db = self._writer
         await db.execute("BEGIN IMMEDIATE")
-        press_ids = [(i,) for job in jobs for i in job.press_ids]
+        upto = max((job.press_upto for job in jobs if job.press_upto is not None), default=None)
         reject_ids = [(i,) for job in jobs for i in job.reject_ids]
-        if press_ids:
-            await db.executemany("DELETE FROM press WHERE id = ?", press_ids)
+        if upto is not None:
+            await db.execute("DELETE FROM press WHERE id <= ?", (upto,))
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
 
 
+def _press_row(row: Any) -> PressRow:
+    _, terminal_id, seq, at, offset, button, followup, corrected, transport, received = row
+    return PressRow(
+        terminal_id, seq, at, offset, button, followup, bool(corrected), transport, received
+    )
+
+
 def _rows_in(job: _Commit | _Delete) -> int:
     if isinstance(job, _Commit):
         return len(job.presses) + len(job.rejects)
-    return len(job.press_ids) + len(job.reject_ids)
+    return len(job.reject_ids) + 1
 
 
 async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:

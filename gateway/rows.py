@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class PressRow:
-    """One counted press, placed in time (spec section 6)."""
+class PressRow(NamedTuple):
+    """One counted press, placed in time (spec section 6).
+
+    A NamedTuple whose field order is the outbox and store column order, so
+    batches go to ``executemany`` as they are: this is the per-press hot path.
+    """
 
     terminal_id: int
     seq: int
     occurred_at: int
-    local_time: str
+    utc_offset_s: int
+    """The experience point's UTC offset at occurred_at (local = UTC + offset)."""
     button: int
     followup: int
     clock_corrected: bool

@@ -39,5 +39,6 @@ class StatsReporter:
                 forwarded=self._gateway.forwarder.forwarded,
                 quarantined=counters.rejected_records + counters.refused_frames,
                 busy=self._gateway.outbox.busy_errors,
+                outbox_commits=self._gateway.outbox.commits,
             )
             last_presses, last_time = committed, now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -26,3 +27,52 @@ def clock_offset(frame: Presses, received_at: int) -> int | None:
 def local_time(utc_seconds: int, zone: ZoneInfo) -> str:
     """Wall-clock time at the experience point, ISO 8601 with its UTC offset."""
     return datetime.fromtimestamp(utc_seconds, zone).isoformat()
+
+
+class UtcOffsets:
+    """UTC offsets of one zone, looked up once per quarter hour.
+
+    Presses of a frame lie close together, so nearly every call reuses the last
+    offset; a quarter hour whose two ends differ (a DST change inside it) is
+    looked up press by press.
+    """
+
+    __slots__ = ("_bucket", "_offset", "_zone")
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self._zone = zone
+        self._bucket: int | None = None
+        self._offset = 0
+
+    def __call__(self, utc_seconds: int) -> int:
+        """Seconds to add to UTC for the zone's wall clock at that moment."""
+        bucket = utc_seconds // _BUCKET_S
+        if bucket == self._bucket:
+            return self._offset
+        start = _offset_at(bucket * _BUCKET_S, self._zone)
+        if start != _offset_at(bucket * _BUCKET_S + _BUCKET_S - 1, self._zone):
+            return _offset_at(utc_seconds, self._zone)
+        self._bucket, self._offset = bucket, start
+        return start
+
+
+_BUCKET_S = 900
+
+
+def _offset_at(utc_seconds: int, zone: ZoneInfo) -> int:
+    offset = datetime.fromtimestamp(utc_seconds, zone).utcoffset()
+    assert offset is not None
+    return int(offset.total_seconds())
+
+
+def format_local(utc_seconds: int, offset_s: int) -> str:
+    """ISO 8601 wall-clock time with its UTC offset, as ``datetime.isoformat`` writes it."""
+    t = time.gmtime(utc_seconds + offset_s)
+    sign = "-" if offset_s < 0 else "+"
+    hours, rest = divmod(abs(offset_s), 3600)
+    minutes, seconds = divmod(rest, 60)
+    zone = f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{zone}"
+    )

@@ -25,7 +25,7 @@ import struct
 from binascii import crc_hqx
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import construct as cs
 
@@ -43,6 +43,7 @@ from protocols.errors import (
     UnsupportedType,
     UnsupportedVersion,
 )
+from protocols.layout import packing_of
 
 KeyLookup = Callable[[int], bytes | None]
 """Returns a terminal's 16-byte key, or None when the terminal is not registered."""
@@ -75,7 +76,7 @@ PRESSES_HEAD_SIZE = 12
 
 RECORD = cs.Struct("ts" / cs.Int32ub, "button" / cs.Int8ub, "followup" / cs.Int8ub)
 RECORD_SIZE = 6
-RECORDS = cs.GreedyRange(RECORD).compile()
+RECORD_PACKING = packing_of(RECORD)
 
 HEARTBEAT = cs.Struct(
     "clock" / cs.Int32ub,
@@ -91,8 +92,14 @@ HOURLY_HEAD = cs.Struct(
     "n_hours" / cs.Int8ub,
 ).compile()
 HOURLY_HEAD_SIZE = 9
-HOUR_COUNTS = cs.GreedyRange(cs.Array(4, cs.Int16ub)).compile()
+HOUR = cs.Struct(
+    "button_1" / cs.Int16ub,
+    "button_2" / cs.Int16ub,
+    "button_3" / cs.Int16ub,
+    "button_4" / cs.Int16ub,
+)
 HOUR_SIZE = 8
+HOUR_PACKING = packing_of(HOUR)
 
 ACK = cs.Struct(
     "acked_type" / cs.Int8ub,
@@ -132,8 +139,13 @@ class Hello:
         return bool(self.flags & c.CLOCK_UNSYNCED)
 
 
-@dataclass(frozen=True, slots=True)
-class PressRecord:
+class PressRecord(NamedTuple):
+    """One record of a PRESSES frame with its seq.
+
+    A NamedTuple rather than a frozen dataclass: it is as immutable, and a frame
+    of 680 records is built several times faster (this is the hot path).
+    """
+
     seq: int
     ts: int
     button: int
@@ -142,6 +154,8 @@ class PressRecord:
     @property
     def problem(self) -> str | None:
         """Why the record must not be counted (spec section 5), or None."""
+        if 1 <= self.button <= 4 and self.followup <= c.MAX_FOLLOWUP:
+            return None
         if self.button not in c.BUTTONS:
             return f"button {self.button} outside 1..4"
         if self.followup > c.MAX_FOLLOWUP:
@@ -149,7 +163,7 @@ class PressRecord:
         return None
 
     def to_bytes(self) -> bytes:
-        return RECORD.build({"ts": self.ts, "button": self.button, "followup": self.followup})
+        return RECORD_PACKING.pack(self.ts, self.button, self.followup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +276,8 @@ def _payload(frame: Frame) -> bytes:
                     "flags": frame.flags,
                 }
             )
-            return head + b"".join(r.to_bytes() for r in frame.records)
+            pack = RECORD_PACKING.pack
+            return head + b"".join(pack(r.ts, r.button, r.followup) for r in frame.records)
         case Heartbeat():
             return HEARTBEAT.build(
                 {
@@ -283,7 +298,7 @@ def _payload(frame: Frame) -> bytes:
                     "n_hours": frame.n_hours,
                 }
             )
-            return head + HOUR_COUNTS.build([list(h) for h in frame.counts])
+            return head + b"".join(HOUR_PACKING.pack(*hour) for hour in frame.counts)
         case Welcome():
             return WELCOME.build({"gateway_time": frame.gateway_time, "next_seq": frame.next_seq})
         case Ack():
@@ -463,9 +478,12 @@ def _parse_presses(terminal_id: int, payload: bytes) -> Presses:
         )
     if head.first_seq + head.count - 1 > 0xFFFFFFFF:
         raise _PayloadError("seq numbers run past 2^32-1", head.first_seq)
-    parsed = RECORDS.parse(payload[PRESSES_HEAD_SIZE:])
+    first = head.first_seq
     records = tuple(
-        PressRecord(head.first_seq + i, r.ts, r.button, r.followup) for i, r in enumerate(parsed)
+        PressRecord(first + i, ts, button, followup)
+        for i, (ts, button, followup) in enumerate(
+            RECORD_PACKING.iter_unpack(payload[PRESSES_HEAD_SIZE:])
+        )
     )
     return Presses(terminal_id, head.sent_at, head.first_seq, head.flags, records)
 
@@ -491,7 +509,8 @@ def _parse_hourly(terminal_id: int, payload: bytes) -> Hourly:
         )
     if head.hour_start % 3600:
         raise _PayloadError(f"hour_start {head.hour_start} is not a multiple of 3600")
-    counts = tuple((h[0], h[1], h[2], h[3]) for h in HOUR_COUNTS.parse(payload[HOURLY_HEAD_SIZE:]))
+    hours = HOUR_PACKING.iter_unpack(payload[HOURLY_HEAD_SIZE:])
+    counts = tuple((b1, b2, b3, b4) for b1, b2, b3, b4 in hours)
     return Hourly(terminal_id, head.batch_seq, head.hour_start, counts)
 
 

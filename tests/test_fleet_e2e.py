@@ -63,8 +63,7 @@ async def test_kill_9_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     options = FleetOptions(pattern=Steady(rate=40), seed=11, faults=FAULTS)
     async with Fleet(keys, link(port), options) as fleet:
         run = asyncio.create_task(fleet.run(presses=20_000))
-        while len(fleet.report.acked) < 5_000:  # noqa: ASYNC110 - TODO: report.wait_acked
-            await asyncio.sleep(0.05)
+        await fleet.wait_acked(5_000, timeout=120)
         await gateway.kill()
         acked_before_kill = set(fleet.report.acked)
         await asyncio.sleep(0.5)  # terminals notice, keep their records, and retry

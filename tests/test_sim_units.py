@@ -107,9 +107,14 @@ def test_batches_are_contiguous_and_never_mix_clocks() -> None:
     assert [p.seq for p in terminal.next_batch(0, 1, 50)] == [0, 1]
 
 
-def test_a_terminal_needs_a_16_byte_key() -> None:
+def test_a_terminal_needs_a_16_byte_key_and_byte_sized_presses() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         Terminal(1, b"short")
+    terminal = Terminal(1, KEY)
+    assert terminal.press(9, 200).button == 9  # sent as is; the gateway keeps it uncounted
+    with pytest.raises(ValueError, match="fit in a byte"):
+        terminal.press(1, 256)
+    assert terminal.next_seq == 1
 
 
 # ---------------------------------------------------------------- state file

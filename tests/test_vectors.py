@@ -78,7 +78,7 @@ def observed(frame: Frame, wanted: dict[str, Any]) -> dict[str, Any]:
             continue
         value = getattr(frame, field)
         if field == "records":
-            value = [dataclasses.asdict(r) for r in value]
+            value = [r._asdict() for r in value]
         elif field == "counts":
             value = [list(hour) for hour in value]
         out[field] = value

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
+from gateway.timekeeping import format_local
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +18,7 @@ class StoredPress:
     terminal_id: int
     seq: int
     occurred_at: int
-    local_time: str
+    utc_offset_s: int
     precision: str
     button: int
     followup: int
@@ -25,6 +26,11 @@ class StoredPress:
     transport: str
     clock_corrected: bool
     received_at_ms: int
+
+    @property
+    def local_time(self) -> str:
+        """Wall-clock time at the experience point, ISO 8601 with its UTC offset."""
+        return format_local(self.occurred_at, self.utc_offset_s)
 
 
 @dataclass(frozen=True, slots=True)

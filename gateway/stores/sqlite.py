@@ -37,7 +37,7 @@ CREATE TABLE press (
     terminal_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     occurred_at INTEGER NOT NULL,
-    local_time TEXT NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
     precision TEXT NOT NULL DEFAULT 'second',
     button INTEGER NOT NULL,
     followup INTEGER NOT NULL,
@@ -45,8 +45,6 @@ CREATE TABLE press (
     transport TEXT NOT NULL,
     clock_corrected INTEGER NOT NULL,
     received_at_ms INTEGER NOT NULL,
-    survey_id INTEGER,
-    location_id INTEGER,
     PRIMARY KEY (terminal_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX press_time ON press (occurred_at);
@@ -64,11 +62,9 @@ CREATE TABLE rejected (
 CREATE INDEX rejected_time ON rejected (received_at_ms);
 """
 
-_INSERT_PRESS = (
-    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, local_time, button, followup,"
-    " transport, clock_corrected, received_at_ms, survey_id, location_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    " (SELECT survey FROM terminal WHERE id = ?), (SELECT location FROM terminal WHERE id = ?))"
+_INSERT_PRESS = (  # columns in PressRow order, so rows go in as they are
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
+    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_REJECT = (
     "INSERT OR IGNORE INTO rejected (uid, received_at_ms, transport, peer, terminal_id, seq,"
@@ -105,25 +101,7 @@ class SqliteStore:
         try:
             await db.execute("BEGIN IMMEDIATE")
             if presses:
-                await db.executemany(
-                    _INSERT_PRESS,
-                    [
-                        (
-                            p.terminal_id,
-                            p.seq,
-                            p.occurred_at,
-                            p.local_time,
-                            p.button,
-                            p.followup,
-                            p.transport,
-                            int(p.clock_corrected),
-                            p.received_at_ms,
-                            p.terminal_id,
-                            p.terminal_id,
-                        )
-                        for p in presses
-                    ],
-                )
+                await db.executemany(_INSERT_PRESS, presses)
             if rejects:
                 await db.executemany(
                     _INSERT_REJECT,
@@ -187,7 +165,7 @@ class SqliteStore:
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
         query = (
-            "SELECT terminal_id, seq, occurred_at, local_time, precision, button, followup,"
+            "SELECT terminal_id, seq, occurred_at, utc_offset_s, precision, button, followup,"
             " count, transport, clock_corrected, received_at_ms FROM press"
             " WHERE occurred_at >= ? AND occurred_at < ? ORDER BY occurred_at, terminal_id, seq"
         )
