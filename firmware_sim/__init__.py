@@ -1,4 +1,4 @@
-"""Simulated smiley terminals that talk terminal-protocol-v1 to a real gateway over TCP.
+"""Simulated smiley terminals that talk terminal-protocol-v1 to a real gateway (TCP or MQTT).
 
 Used by CI, benchmarks and demos. The entry points::
 
@@ -9,12 +9,15 @@ Used by CI, benchmarks and demos. The entry points::
         await fleet.wait_all_acked(timeout=30)
         assert store_rows == fleet.report.acked.keys()
 
-and ``python -m firmware_sim tcp --help``. The library never configures structlog.
+with ``MqttLinkOptions(broker_host, broker_port)`` in place of ``LinkOptions`` for
+terminals that are MQTT clients, and ``python -m firmware_sim tcp --help`` (or
+``mqtt --help``). The library never configures structlog.
 """
 
 from firmware_sim.backoff import BackoffOptions
 from firmware_sim.errors import (
     AnswerTimeout,
+    ConnectFailed,
     ConnectionLost,
     GatewayProtocolError,
     NotAllAcked,
@@ -27,6 +30,8 @@ from firmware_sim.errors import (
 )
 from firmware_sim.faults import Fault, FaultOptions, ScheduledFault
 from firmware_sim.fleet import Fleet, FleetOptions
+from firmware_sim.mqtt import MqttLinkOptions, PasswordSource
+from firmware_sim.mqtt_client import MqttProtocol
 from firmware_sim.patterns import Child, LunchQueue, Pattern, PressBudget, Steady
 from firmware_sim.registry import load_registry, parse_registry
 from firmware_sim.report import FleetReport, TerminalReport
@@ -38,6 +43,7 @@ __all__ = [
     "AnswerTimeout",
     "BackoffOptions",
     "Child",
+    "ConnectFailed",
     "ConnectionLost",
     "Fault",
     "FaultOptions",
@@ -48,7 +54,10 @@ __all__ = [
     "LinkOptions",
     "LunchQueue",
     "MadePress",
+    "MqttLinkOptions",
+    "MqttProtocol",
     "NotAllAcked",
+    "PasswordSource",
     "Pattern",
     "PressBudget",
     "Refused",

@@ -1,4 +1,5 @@
-"""Command line: ``python -m firmware_sim tcp --host H --port P --registry FILE ...``.
+"""Command line: ``python -m firmware_sim tcp --host H --port P --registry FILE ...``,
+or ``python -m firmware_sim mqtt --host BROKER --port P --registry FILE ...``.
 
 Prints a one-line summary every second on stderr, then the final report as JSON
 on stdout (and to ``--report FILE``). Exit status 0 when every press made was
@@ -24,6 +25,8 @@ from firmware_sim.backoff import BackoffOptions
 from firmware_sim.errors import NotAllAcked, SimulatorError, TerminalStopped
 from firmware_sim.faults import FaultOptions, ScheduledFault
 from firmware_sim.fleet import Fleet, FleetOptions
+from firmware_sim.mqtt import MqttLinkOptions, PasswordSource
+from firmware_sim.mqtt_client import MqttProtocol
 from firmware_sim.patterns import Child, LunchQueue, Pattern, Steady
 from firmware_sim.registry import load_registry
 from firmware_sim.tcp import LinkOptions
@@ -38,22 +41,60 @@ def build_parser() -> argparse.ArgumentParser:
     tcp = commands.add_parser("tcp", help="simulated terminals over TCP")
     tcp.add_argument("--host", default="127.0.0.1")
     tcp.add_argument("--port", type=int, required=True)
-    tcp.add_argument("--registry", type=Path, required=True, help="TOML with [[terminal]] id, key")
-    tcp.add_argument("--terminals", type=int, help="use the first N terminals (default: all)")
-    tcp.add_argument("--presses", type=int, help="stop after this many presses fleet-wide")
-    tcp.add_argument("--duration", type=float, help="stop pressing after this many seconds")
+    _add_fleet_arguments(tcp)
+    _add_tls_arguments(tcp, "the gateway")
+    tcp.add_argument("--server-hostname", help="TLS name to expect (default: --host)")
     tcp.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    mqtt = commands.add_parser(
+        "mqtt",
+        help="simulated terminals over MQTT, each its own client of the broker",
+        description="Each terminal connects as client smiley-terminal-{id} with username {id},"
+        " publishes to smiley/v1/{id}/up and subscribes to smiley/v1/{id}/down."
+        " Split writes (--faults split=...) do not apply to MQTT and are ignored.",
+    )
+    mqtt.add_argument("--host", default="127.0.0.1", help="the broker")
+    mqtt.add_argument("--port", type=int, default=1883)
+    _add_fleet_arguments(mqtt)
+    mqtt.add_argument(
+        "--mqtt-version", choices=[p.value for p in MqttProtocol], default=MqttProtocol.V5.value
+    )
+    mqtt.add_argument(
+        "--session-expiry", type=int, default=3600, help="MQTT 5 session expiry, seconds"
+    )
+    mqtt.add_argument("--password", help="the MQTT password of every terminal")
+    mqtt.add_argument(
+        "--passwords", type=Path, help='JSON object of MQTT passwords by id: {"1001": "..."}'
+    )
+    mqtt.add_argument("--topic-prefix", default="smiley/v1", help="topics under this prefix")
+    _add_tls_arguments(mqtt, "the broker")
+    mqtt.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    return parser
+
+
+def _add_fleet_arguments(command: argparse.ArgumentParser) -> None:
+    """What a fleet does, the same on every transport."""
+    command.add_argument(
+        "--registry", type=Path, required=True, help="TOML with [[terminal]] id, key"
+    )
+    command.add_argument("--terminals", type=int, help="use the first N terminals (default: all)")
+    command.add_argument("--presses", type=int, help="stop after this many presses fleet-wide")
+    command.add_argument("--duration", type=float, help="stop pressing after this many seconds")
+    command.add_argument(
         "--rate", type=float, default=1.0, help="presses per second per terminal (0: flat out)"
     )
-    tcp.add_argument("--pattern", choices=PATTERNS, default="steady")
-    tcp.add_argument("--seed", type=int, default=0)
-    tcp.add_argument(
+    command.add_argument("--pattern", choices=PATTERNS, default="steady")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument(
         "--faults",
         type=_argument(FaultOptions.parse),
         default=FaultOptions(),
         help="probabilities, e.g. split=0.1,garbage=0.01,crc=0.05,drop=0.02,power=0.001",
     )
-    tcp.add_argument(
+    command.add_argument(
         "--fault-at",
         type=_argument(ScheduledFault.parse),
         action="append",
@@ -61,27 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS:FAULT[:ID]",
         help="a fault at a time after the start (repeatable), e.g. 5:power_loss",
     )
-    tcp.add_argument("--state-dir", type=Path, help="keep seqs and pending records here")
-    tcp.add_argument("--fleet-name", default="fleet", help="state file name in --state-dir")
-    tcp.add_argument("--report", type=Path, help="also write the final JSON report here")
-    tcp.add_argument("--include-records", action="store_true", help="every record in the report")
-    tcp.add_argument(
+    command.add_argument("--state-dir", type=Path, help="keep seqs and pending records here")
+    command.add_argument("--fleet-name", default="fleet", help="state file name in --state-dir")
+    command.add_argument("--report", type=Path, help="also write the final JSON report here")
+    command.add_argument(
+        "--include-records", action="store_true", help="every record in the report"
+    )
+    command.add_argument(
         "--wait", type=float, default=60.0, help="seconds to wait for the last ACKs (default 60)"
     )
-    tcp.add_argument("--window", type=int, default=4)
-    tcp.add_argument("--max-records", type=int, default=50)
-    tcp.add_argument("--heartbeat", type=float, default=60.0, help="heartbeat interval, seconds")
-    tcp.add_argument("--max-backoff", type=float, default=30.0, help="reconnect backoff cap")
-    tcp.add_argument("--tls", action="store_true", help="connect with TLS")
-    tcp.add_argument("--cafile", type=Path, help="CA bundle to verify the gateway (implies --tls)")
-    tcp.add_argument(
-        "--insecure", action="store_true", help="TLS without verifying the gateway's certificate"
+    command.add_argument("--window", type=int, default=4)
+    command.add_argument("--max-records", type=int, default=50)
+    command.add_argument(
+        "--heartbeat", type=float, default=60.0, help="heartbeat interval, seconds"
     )
-    tcp.add_argument("--server-hostname", help="TLS name to expect (default: --host)")
-    tcp.add_argument(
-        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    command.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for an answer (TCP: then reconnect; MQTT: then publish again)",
     )
-    return parser
+    command.add_argument("--max-backoff", type=float, default=30.0, help="reconnect backoff cap")
+
+
+def _add_tls_arguments(command: argparse.ArgumentParser, peer: str) -> None:
+    command.add_argument("--tls", action="store_true", help="connect with TLS")
+    command.add_argument("--cafile", type=Path, help=f"CA bundle to verify {peer} (implies --tls)")
+    command.add_argument(
+        "--insecure", action="store_true", help=f"TLS without verifying {peer}'s certificate"
+    )
 
 
 def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -106,18 +155,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys = dict(list(keys.items())[: args.terminals])
         if not keys:
             parser.error("the registry has no terminals")
-        link = _link_options(args)
+        link = _link_options(args) if args.command == "tcp" else _mqtt_link_options(args)
         options = _fleet_options(args)
     except (SimulatorError, ValueError, OSError) as exc:
         parser.error(str(exc))
     try:
-        return asyncio.run(run_tcp(keys, link, options, args))
+        return asyncio.run(run_fleet(keys, link, options, args))
     except KeyboardInterrupt:
         return 130
 
 
-async def run_tcp(
-    keys: dict[int, bytes], link: LinkOptions, options: FleetOptions, args: argparse.Namespace
+async def run_fleet(
+    keys: dict[int, bytes],
+    link: LinkOptions | MqttLinkOptions,
+    options: FleetOptions,
+    args: argparse.Namespace,
 ) -> int:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -154,25 +206,76 @@ def _write_report(fleet: Fleet, args: argparse.Namespace) -> None:
     print(text, flush=True)
 
 
+run_tcp = run_fleet
+"""The name ``run_fleet`` had when the simulator spoke only TCP."""
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls or args.cafile or args.insecure):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(args.cafile) if args.cafile is not None else None
+    )
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _link_options(args: argparse.Namespace) -> LinkOptions:
-    context: ssl.SSLContext | None = None
-    if args.tls or args.cafile or args.insecure:
-        context = ssl.create_default_context(
-            cafile=str(args.cafile) if args.cafile is not None else None
-        )
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
     return LinkOptions(
         host=args.host,
         port=args.port,
-        ssl=context,
+        ssl=_tls_context(args),
         server_hostname=args.server_hostname,
         window=args.window,
         max_records=args.max_records,
         heartbeat_interval=args.heartbeat,
+        answer_timeout=args.answer_timeout,
         reconnect=BackoffOptions(initial=min(0.5, args.max_backoff), maximum=args.max_backoff),
     )
+
+
+def _mqtt_link_options(args: argparse.Namespace) -> MqttLinkOptions:
+    password: PasswordSource = None
+    if args.passwords is not None:
+        password = _load_passwords(args.passwords)
+    elif args.password is not None:
+        shared: str = args.password
+
+        def password_of(_terminal_id: int) -> str:
+            return shared
+
+        password = password_of
+    return MqttLinkOptions(
+        host=args.host,
+        port=args.port,
+        protocol=MqttProtocol(args.mqtt_version),
+        password=password,
+        ssl=_tls_context(args),
+        session_expiry=args.session_expiry,
+        topic_prefix=args.topic_prefix,
+        window=args.window,
+        max_records=args.max_records,
+        heartbeat_interval=args.heartbeat,
+        answer_timeout=args.answer_timeout,
+        max_answer_timeout=max(300.0, args.answer_timeout),
+        reconnect=BackoffOptions(initial=min(0.5, args.max_backoff), maximum=args.max_backoff),
+    )
+
+
+def _load_passwords(path: Path) -> dict[int, str]:
+    """Terminal id to MQTT password from a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{path}: need a JSON object of terminal id to password string")
+    try:
+        return {int(key): value for key, value in data.items()}
+    except ValueError:
+        raise ValueError(f"{path}: every key must be a terminal id in decimal") from None
 
 
 def _fleet_options(args: argparse.Namespace) -> FleetOptions:

@@ -5,7 +5,8 @@ Hierarchy::
     SimulatorError
     ├── RegistryError            the terminal registry file cannot be read
     ├── StateError               the fleet's state file cannot be read
-    ├── SessionEnded             one TCP session is over; the terminal reconnects
+    ├── ConnectFailed            MQTT: no session (broker unreachable, CONNECT refused)
+    ├── SessionEnded             one TCP or MQTT session is over; the terminal reconnects
     │   ├── ConnectionLost       EOF, reset, or the simulator dropped it on purpose
     │   ├── Refused              the gateway answered HELLO with a NAK
     │   ├── GatewayProtocolError the gateway broke the protocol (bad frame, answer mismatch)
@@ -29,8 +30,17 @@ class StateError(SimulatorError):
     """The fleet state file exists but cannot be understood."""
 
 
+class ConnectFailed(SimulatorError):
+    """A connection to the MQTT broker could not be opened; the terminal tries again."""
+
+    def __init__(self, detail: str, *, terminal_id: int) -> None:
+        super().__init__(f"terminal {terminal_id}: cannot connect: {detail}")
+        self.detail = detail
+        self.terminal_id = terminal_id
+
+
 class SessionEnded(SimulatorError):
-    """A TCP session ended; the terminal keeps its records and reconnects."""
+    """A session ended; the terminal keeps its records and reconnects."""
 
     reason = "session ended"
 

@@ -1,4 +1,4 @@
-"""A fleet of simulated terminals on TCP: the async entry point.
+"""A fleet of simulated terminals on TCP or MQTT: the async entry point.
 
 ::
 
@@ -6,6 +6,9 @@
         await fleet.run(presses=1000)          # or duration=..., or both
         await fleet.wait_all_acked(timeout=30)
         fleet.report.acked                     # (terminal_id, seq) -> MadePress
+
+``MqttLinkOptions(host, port)`` in place of ``LinkOptions`` makes each terminal
+an MQTT client of that broker instead (see ``mqtt.py``); everything else is the same.
 
 Entering the fleet loads the state file (if ``state_dir`` is set) and starts one
 connection task per terminal; leaving it cancels them all, waits for them, and
@@ -23,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 
 from firmware_sim.faults import Fault, FaultOptions, FaultPlanner, ScheduledFault
+from firmware_sim.link import Link
+from firmware_sim.mqtt import MqttLinkOptions, MqttTerminalLink
 from firmware_sim.patterns import Pattern, PressBudget, Steady
 from firmware_sim.report import FleetReport
 from firmware_sim.state import StateStore
@@ -62,7 +67,7 @@ class Fleet:
     def __init__(
         self,
         keys: Mapping[int, bytes],
-        link: LinkOptions,
+        link: LinkOptions | MqttLinkOptions,
         options: FleetOptions | None = None,
         *,
         real_time: RealTime = time.time,
@@ -73,7 +78,7 @@ class Fleet:
         self.real_time = real_time
         self.report = FleetReport(self.keys)
         self.terminals: dict[int, Terminal] = {}
-        self._links: dict[int, TerminalLink] = {}
+        self._links: dict[int, Link] = {}
         self._store = (
             StateStore(
                 self.options.state_dir / f"{self.options.name}.json",
@@ -130,7 +135,6 @@ class Fleet:
 
     def _build_terminals(self) -> None:
         saved = self._store.load() if self._store is not None else {}
-        seed = self.options.seed
         for terminal_id, key in self.keys.items():
             state = saved.get(terminal_id)
             if state is None:
@@ -150,24 +154,43 @@ class Fleet:
                     clock_offset=state.clock_offset,
                     clock_synced=state.clock_synced,
                     pending=state.pending,
+                    frames=dict(state.frames),
                 )
                 for made in terminal.pending.values():
                     self.report[terminal_id].made(made, restored=True)
             self.terminals[terminal_id] = terminal
-            self._links[terminal_id] = TerminalLink(
-                terminal,
-                self.link_options,
-                report=self.report[terminal_id],
-                faults=FaultPlanner(
-                    self.options.faults, random.Random(f"{seed}:{terminal_id}:faults")
-                ),
-                rng=random.Random(f"{seed}:{terminal_id}:link"),
-                max_pending=self.options.max_pending,
-                on_change=self._state_changed.set,
-            )
+            self._links[terminal_id] = self._make_link(terminal)
         if self._store is not None:
             self._store.attach(self.terminals.values())
             self._store.reserve_all()
+
+    def _make_link(self, terminal: Terminal) -> Link:
+        terminal_id = terminal.terminal_id
+        seed = self.options.seed
+        report = self.report[terminal_id]
+        faults = FaultPlanner(self.options.faults, random.Random(f"{seed}:{terminal_id}:faults"))
+        rng = random.Random(f"{seed}:{terminal_id}:link")
+        max_pending = self.options.max_pending
+        on_change = self._state_changed.set
+        if isinstance(self.link_options, MqttLinkOptions):
+            return MqttTerminalLink(
+                terminal,
+                self.link_options,
+                report=report,
+                faults=faults,
+                rng=rng,
+                max_pending=max_pending,
+                on_change=on_change,
+            )
+        return TerminalLink(
+            terminal,
+            self.link_options,
+            report=report,
+            faults=faults,
+            rng=rng,
+            max_pending=max_pending,
+            on_change=on_change,
+        )
 
     async def _save_state_in_batches(self, store: StateStore) -> None:
         """Save at most once per flush interval, and only after something changed."""
@@ -207,7 +230,7 @@ class Fleet:
             if not deadline.expired():
                 raise
 
-    async def _press_loop(self, link: TerminalLink, budget: PressBudget) -> None:
+    async def _press_loop(self, link: Link, budget: PressBudget) -> None:
         terminal_id = link.terminal.terminal_id
         rng = random.Random(f"{self.options.seed}:{terminal_id}:presses")
         for delay in self._pattern_of(terminal_id).delays(rng):
@@ -261,7 +284,8 @@ class Fleet:
         return [tid for tid, link in self._links.items() if link.stopped]
 
     async def wait_connected(self, terminal_ids: Iterable[int] | None = None) -> None:
-        """Wait until each terminal (all by default) has a session open (WELCOME received).
+        """Wait until each terminal (all by default) has a session open (TCP: WELCOME
+        received; MQTT: connected and subscribed to its down topic).
 
         A terminal the gateway does not know never gets one: bound this with
         ``asyncio.timeout``.

@@ -40,6 +40,10 @@ class TerminalReport:
         self.sessions = 0
         self.power_losses = 0
         self.duplicate_acks = 0
+        self.republishes = 0
+        """MQTT: frames published again after no answer in time, a NAK or a reconnect."""
+        self.unmatched_answers = 0
+        """MQTT: ACKs and NAKs that name no frame this terminal knows (late, or stale)."""
         self.max_in_flight = 0
         self.gateway_ahead = 0
         """WELCOMEs whose next_seq was above this terminal's next seq (state lost?)."""
@@ -115,6 +119,8 @@ class TerminalReport:
             "session_ends": dict(self.session_ends),
             "power_losses": self.power_losses,
             "duplicate_acks": self.duplicate_acks,
+            "republishes": self.republishes,
+            "unmatched_answers": self.unmatched_answers,
             "max_in_flight": self.max_in_flight,
             "gateway_ahead": self.gateway_ahead,
             "firmware_bugs": self.firmware_bug_count,

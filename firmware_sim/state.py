@@ -13,7 +13,10 @@ Layout::
      "terminals": {"1001": {"next_seq": 12, "seq_reserved": 1036, "boot_count": 3,
                             "clock_offset": 0.0, "clock_synced": true,
                             "pending": [[seq, ts, true_time, button, followup,
-                                         unsynced, clock_offset], ...]}}}
+                                         unsynced, clock_offset], ...],
+                            "frames": [[first_seq, last_seq], ...]}}}
+
+``frames`` (MQTT frames published and not ACKed; see ``Terminal``) may be absent.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SavedTerminal:
     clock_offset: float
     clock_synced: bool
     pending: tuple[MadePress, ...]
+    frames: tuple[tuple[int, int], ...] = ()
 
 
 class StateStore:
@@ -140,6 +144,7 @@ def _entry(terminal: Terminal) -> dict[str, Any]:
             [p.seq, p.ts, p.true_time, p.button, p.followup, p.unsynced, p.clock_offset]
             for p in terminal.pending.values()
         ],
+        "frames": [[first, last] for first, last in sorted(terminal.frames.items())],
     }
 
 
@@ -166,6 +171,7 @@ def _saved_terminal(terminal_id: int, entry: dict[str, Any], *, clean: bool) -> 
         clock_offset=float(entry["clock_offset"]),
         clock_synced=bool(entry["clock_synced"]),
         pending=pending,
+        frames=tuple((int(first), int(last)) for first, last in entry.get("frames", ())),
     )
 
 

@@ -26,8 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
 from firmware_sim.backoff import Backoff, BackoffOptions
 from firmware_sim.errors import (
     AnswerTimeout,
@@ -38,6 +36,7 @@ from firmware_sim.errors import (
     TerminalStopped,
 )
 from firmware_sim.faults import Fault, FaultPlanner
+from firmware_sim.link import MAX_QUEUED_FIELD, Link
 from firmware_sim.report import TerminalReport
 from firmware_sim.terminal import MAX_SEQ, MadePress, Terminal
 from protocols import constants as c
@@ -46,10 +45,8 @@ from protocols.errors import DecodeError
 from protocols.frames import (
     Ack,
     Frame,
-    Heartbeat,
     Hello,
     Nak,
-    Presses,
     Welcome,
     encode,
     frame_type,
@@ -57,7 +54,6 @@ from protocols.frames import (
 from protocols.stream import Event, FrameStream
 
 READ_SIZE = 65536
-MAX_QUEUED_FIELD = 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +107,10 @@ class _InFlight:
         return self.kind.name
 
 
-class TerminalLink:
+class TerminalLink(Link):
     """Keeps one terminal connected: reconnects with backoff until cancelled or stopped."""
+
+    transport = "tcp"
 
     def __init__(
         self,
@@ -125,52 +123,19 @@ class TerminalLink:
         max_pending: int,
         on_change: Callable[[], None],
     ) -> None:
-        self.terminal = terminal
+        super().__init__(
+            terminal,
+            report=report,
+            faults=faults,
+            rng=rng,
+            max_pending=max_pending,
+            on_change=on_change,
+        )
         self.options = options
-        self.report = report
-        self.faults = faults
-        self.rng = rng
-        self.max_pending = max_pending
-        self.on_change = on_change
-        self.stopped = False
-        self.in_session = asyncio.Event()
-        """Set while a session is open (after WELCOME)."""
-        self.wake = asyncio.Event()
-        """Set when the sender should look again: a record was made, an answer came."""
-        self._room = asyncio.Event()
-        self._room.set()
         self._writer: asyncio.StreamWriter | None = None
-        self._abort_reason: str | None = None
-        self.log = structlog.get_logger(__name__).bind(terminal_id=terminal.terminal_id)
-
-    # ------------------------------------------------------------ called by the fleet
-
-    def pressed(self, made: MadePress) -> None:
-        """A record was made: send it when the window allows."""
-        self.report.made(made)
-        if len(self.terminal.pending) >= self.max_pending:
-            self._room.clear()
-        self.wake.set()
-        self.on_change()
-
-    def records_acked(self) -> None:
-        if len(self.terminal.pending) < self.max_pending:
-            self._room.set()
-        self.on_change()
-
-    async def wait_for_room(self) -> None:
-        """Wait while the terminal holds ``max_pending`` records (backpressure, no drops)."""
-        while len(self.terminal.pending) >= self.max_pending and not self.stopped:
-            self._room.clear()
-            await self._room.wait()
-
-    def power_loss(self) -> None:
-        """Cut the power: connection gone, clock lost, boot_count + 1; records stay."""
-        self.terminal.power_loss()
-        self.report.power_losses += 1
-        self.report.faults[Fault.POWER_LOSS.value] += 1
-        self.abort("power_loss")
-        self.on_change()
+        # Answers on TCP come in order on the connection that carried the frame;
+        # frame ranges kept for MQTT's late answers mean nothing here.
+        terminal.frames.clear()
 
     def abort(self, reason: str) -> None:
         """Abort the current connection, if any (the session then ends with ``reason``)."""
@@ -197,12 +162,6 @@ class TerminalLink:
                 self.report.connect_failures += 1
                 self.log.debug("connect failed", error=str(exc))
             await asyncio.sleep(backoff.next_delay())
-
-    def _stop(self) -> None:
-        self.stopped = True
-        self.report.stop(NakCode.UNKNOWN_TERMINAL.name)
-        self._room.set()
-        self.log.warning("gateway does not know this terminal; stopped")
 
     async def _connect_and_serve(self, backoff: Backoff) -> None:
         options = self.options
@@ -429,7 +388,7 @@ class _Session:
         terminal = self.terminal
         if now >= self._last_heartbeat + self.options.heartbeat_interval:
             self._last_heartbeat = now
-            return self._heartbeat(), ()
+            return self.link.heartbeat_frame(self.options), ()
         if now < self._paused_until:
             return None
         max_records = self.options.max_records
@@ -439,41 +398,13 @@ class _Session:
             if batch:
                 if batch[-1].seq < last:
                     self._retry.appendleft((batch[-1].seq + 1, last))
-                return self._presses(batch), batch
+                return self.link.presses_frame(batch), batch
         batch = terminal.next_batch(self._cursor, MAX_SEQ, max_records)
         if batch:
             self._cursor = batch[-1].seq + 1
-            return self._presses(batch), batch
+            return self.link.presses_frame(batch), batch
         self._cursor = max(self._cursor, terminal.next_seq)
         return None
-
-    def _heartbeat(self) -> Heartbeat:
-        terminal = self.terminal
-        return Heartbeat(
-            terminal.terminal_id,
-            terminal.clock.now(),
-            self.options.battery_pct,
-            self.options.signal_dbm,
-            min(len(terminal.pending), MAX_QUEUED_FIELD),
-            terminal.uptime(),
-        )
-
-    def _presses(self, batch: tuple[MadePress, ...]) -> Presses:
-        first = batch[0]
-        clock = self.terminal.clock
-        if first.unsynced:
-            # sent_at from the same (lost) clock that stamped the records, so that
-            # ts + (received - sent_at) gives the gateway real time back (spec 6).
-            sent_at, flags = clock.read(first.clock_offset), c.CLOCK_UNSYNCED
-        else:
-            sent_at, flags = clock.now(), 0
-        return Presses(
-            self.terminal.terminal_id,
-            sent_at,
-            first.seq,
-            flags,
-            tuple(made.to_record() for made in batch),
-        )
 
     async def _transmit(self, frame: Frame, records: tuple[MadePress, ...] = ()) -> None:
         link = self.link

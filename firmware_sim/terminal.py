@@ -1,13 +1,13 @@
 """The model of one terminal's firmware state: seq counter, clock, records kept until ACKed.
 
-Pure and synchronous: no sockets, no asyncio. The TCP link (``tcp.py``) reads and
-changes it; the fleet (``fleet.py``) makes presses and power losses on it.
+Pure and synchronous: no sockets, no asyncio. The links (``tcp.py``, ``mqtt.py``)
+read and change it; the fleet (``fleet.py``) makes presses and power losses on it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from protocols import constants as c
@@ -85,12 +85,19 @@ SeqReserver = Callable[["Terminal"], None]
 
 
 class Terminal:
-    """Firmware state of one terminal. Records stay in ``pending`` until ACKed."""
+    """Firmware state of one terminal. Records stay in ``pending`` until ACKed.
+
+    ``frames`` maps first_seq to last_seq of each PRESSES frame published on MQTT
+    and not ACKed yet. The firmware keeps it in flash with the records: an answer
+    may come late (after a reconnect, a power loss or a restart) and names only
+    the last seq of its frame, so the frame's first seq must still be known.
+    """
 
     __slots__ = (
         "boot_count",
         "boot_time",
         "clock",
+        "frames",
         "key",
         "next_seq",
         "pending",
@@ -111,6 +118,7 @@ class Terminal:
         clock_offset: float = 0.0,
         clock_synced: bool = True,
         pending: Iterable[MadePress] = (),
+        frames: Mapping[int, int] | None = None,
         reserve_seqs: SeqReserver | None = None,
     ) -> None:
         if len(key) != 16:
@@ -123,6 +131,7 @@ class Terminal:
         self.boot_time = real_time()
         self.clock = TerminalClock(real_time, offset=clock_offset, synced=clock_synced)
         self.pending: dict[int, MadePress] = {p.seq: p for p in sorted(pending, key=_seq)}
+        self.frames: dict[int, int] = dict(frames or {})
         self.reserve_seqs = reserve_seqs
         self.seq_reserved = MAX_SEQ + 1
 

@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
 from gateway.ingest import Ingest
+from gateway.mqtt import MqttIngest
 from gateway.outbox import Outbox
 from gateway.registry import Registry, load_registry
 from gateway.stats import StatsReporter
@@ -40,6 +41,7 @@ class Gateway:
     ingest: Ingest
     forwarder: Forwarder
     tcp: TcpServer | None
+    mqtt: MqttIngest | None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -74,7 +76,8 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
                 str(config.path(config.tcp.tls_cert)), str(config.path(config.tcp.tls_key))
             )
         tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
-    return Gateway(config, registry, outbox, store, ingest, forwarder, tcp)
+    mqtt = MqttIngest(config, ingest, registry, clock=clock) if config.mqtt is not None else None
+    return Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
 
 
 def vars_of(summary: object) -> dict[str, object]:
@@ -89,7 +92,8 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     writer = asyncio.create_task(gateway.outbox.run(), name="outbox-writer")
     forwarder = asyncio.create_task(gateway.forwarder.run(), name="forwarder")
     reporter = asyncio.create_task(stats.run(), name="stats")
-    background = (writer, forwarder, reporter)
+    mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
+    background = (writer, forwarder, reporter, mqtt)
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
@@ -105,8 +109,19 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
         await _shutdown(gateway, background)
 
 
+async def _run_mqtt(gateway: Gateway) -> None:
+    if gateway.mqtt is not None:
+        await gateway.mqtt.run()
+    else:
+        await asyncio.Event().wait()  # off: wait with the others until shutdown
+
+
 async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
-    writer, forwarder, reporter = background
+    writer, forwarder, reporter, mqtt = background
+    # Unacknowledged MQTT messages stay with the broker and come back on restart.
+    mqtt.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await mqtt
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)

@@ -15,10 +15,18 @@ class Backoff:
     _attempt: int = 0
     _rng: random.Random = field(default_factory=random.Random)
 
+    _last: float = 0.0
+
     def next_delay(self) -> float:
         limit = min(self.cap, self.initial * (2**self._attempt))
         self._attempt = min(self._attempt + 1, 32)
-        return self._rng.uniform(limit / 2, limit)
+        self._last = self._rng.uniform(limit / 2, limit)
+        return self._last
+
+    @property
+    def current(self) -> float:
+        """The delay ``next_delay`` returned last."""
+        return self._last
 
     def reset(self) -> None:
         self._attempt = 0

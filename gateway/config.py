@@ -44,6 +44,33 @@ class TcpSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttSection:
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "smiley-gateway"
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    max_in_flight: int = 200
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 30
+    reconnect_max_s: float = 30.0
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    def host_port(self) -> tuple[str, int]:
+        scheme, _, rest = self.url.partition("://")
+        default = 8883 if scheme == "mqtts" else 1883
+        host, sep, port = rest.rstrip("/").rpartition(":")
+        if not sep:
+            return rest.rstrip("/"), default
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSection:
     url: str = "sqlite:///var/central.db"
     forward_batch: int = 2000
@@ -54,6 +81,7 @@ class StoreSection:
 class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     tcp: TcpSection | None = None
+    mqtt: MqttSection | None = None
     store: StoreSection = field(default_factory=StoreSection)
     base_dir: Path = Path()
 
@@ -81,6 +109,7 @@ class Config:
 _SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySection,
     "tcp": TcpSection,
+    "mqtt": MqttSection,
     "store": StoreSection,
 }
 _ALWAYS_ON = {"gateway", "store"}
@@ -209,5 +238,33 @@ def _validate(config: Config) -> None:
             raise ConfigError("tcp.idle_timeout_s", "must be positive")
         if t.pipeline_depth <= 0:
             raise ConfigError("tcp.pipeline_depth", "must be positive")
+    if config.mqtt is not None:
+        _validate_mqtt(config, config.mqtt)
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
+
+
+def _validate_mqtt(config: Config, m: MqttSection) -> None:
+    scheme, sep, rest = m.url.partition("://")
+    if not sep or scheme not in ("mqtt", "mqtts") or not rest:
+        raise ConfigError("mqtt.url", f"expected mqtt://HOST[:PORT] or mqtts://..., got {m.url!r}")
+    try:
+        host, port = m.host_port()
+    except ValueError:
+        raise ConfigError("mqtt.url", f"bad port in {m.url!r}") from None
+    if not host or not 0 < port < 65536:
+        raise ConfigError("mqtt.url", f"expected mqtt://HOST[:PORT], got {m.url!r}")
+    if not m.client_id:
+        raise ConfigError(
+            "mqtt.client_id", "a fixed client id is needed for the persistent session"
+        )
+    if not 1 <= m.max_in_flight <= 65535:
+        raise ConfigError("mqtt.max_in_flight", "must be 1..65535 (MQTT Receive Maximum)")
+    if (m.cert_file is None) != (m.key_file is None):
+        raise ConfigError("mqtt.key_file", "cert_file and key_file go together")
+    for key, p in (("mqtt.ca_file", m.ca_file), ("mqtt.cert_file", m.cert_file),
+                   ("mqtt.key_file", m.key_file)):  # fmt: skip
+        if p is not None and not config.path(p).is_file():
+            raise ConfigError(key, f"file {config.path(p)} not found")
+    if m.session_expiry_s <= 0:
+        raise ConfigError("mqtt.session_expiry_s", "must be positive: the session must persist")
