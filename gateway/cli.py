@@ -13,9 +13,10 @@ from typing import IO
 
 from gateway.app import build, run
 from gateway.config import Config, load_config
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.export import FORMATS, export, parse_time
 from gateway.logs import configure_logging
+from gateway.mqtt_credentials import write_password_file
 from gateway.registry import load_registry
 from gateway.stores import open_store
 
@@ -55,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", type=Path, help="file to write (default: standard output)")
     exp.add_argument("--rejected", action="store_true", help="export the quarantine instead")
     exp.set_defaults(func=_export)
+
+    mqtt = commands.add_parser("mqtt", help="MQTT broker setup")
+    mqtt_commands = mqtt.add_subparsers(dest="mqtt_command", required=True)
+    passwords = mqtt_commands.add_parser(
+        "passwords", help="write a Mosquitto password file for every terminal and the gateway"
+    )
+    _config_arg(passwords)
+    passwords.add_argument("--output", type=Path, required=True)
+    passwords.set_defaults(func=_mqtt_passwords)
 
     demo = commands.add_parser("demo", help="run the gateway with a simulated fleet")
     _config_arg(demo)
@@ -142,6 +152,18 @@ def _export(args: argparse.Namespace) -> int:
         if args.output is not None:
             out = stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
         asyncio.run(go(out))
+    return 0
+
+
+def _mqtt_passwords(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config.gateway.registry is None:
+        raise ConfigError("gateway.registry", "needed to know the terminals")
+    if config.mqtt is None or not config.mqtt.password:
+        raise ConfigError("mqtt.password", "the gateway's own broker password is needed")
+    registry = load_registry(config.path(config.gateway.registry))
+    written = write_password_file(args.output, registry, config.mqtt.password)
+    print(f"wrote {written} users to {args.output}")
     return 0
 
 

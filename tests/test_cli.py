@@ -103,3 +103,24 @@ async def test_export_ndjson_csv_and_rejected(harness: GatewayHarness) -> None:
     assert tuple(quarantine[0]) == REJECT_FIELDS
     assert sorted(int(r["seq"]) for r in quarantine) == [130, 131]
     assert {r["reason"] for r in quarantine} == {"RECORD_INVALID"}
+
+
+def test_mqtt_passwords_for_the_registry(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[1] / "deploy" / "terminals.example.toml"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\nregistry = "{sample}"\n[mqtt]\npassword = "gateway-secret-0123456789"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "smiley.passwd"
+    result = cli("mqtt", "passwords", "--config", config, "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote 51 users to {out}"
+    users = [line.split(":", 1)[0] for line in out.read_text().splitlines()]
+    assert "smiley-gateway" in users
+    assert "1001" in users
+    assert "gateway-secret" not in out.read_text()  # hashed by mosquitto_passwd
+    config.write_text(f'[gateway]\nregistry = "{sample}"\n[mqtt]\n', encoding="utf-8")
+    missing = cli("mqtt", "passwords", "--config", config, "--output", out)
+    assert missing.returncode == 2
+    assert "mqtt.password" in missing.stderr

@@ -13,7 +13,7 @@ import pytest
 from gateway.mqtt import _paho, topic_terminal
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord, decode, encode
-from tests.brokers import PrivateMosquitto
+from tests.brokers import CuttableLink, PrivateMosquitto
 from tests.conftest import GatewayHarness
 from tests.support import KEYS, VECTOR_HEX, GatewayProcess, export_rows, free_port, write_config
 from tests.test_tcp import quarantined, stored
@@ -253,3 +253,33 @@ async def test_kill_9_between_receipt_and_commit_then_the_press_arrives(
     await t.client.__aexit__(None, None, None)
     assert await gateway.terminate() == 0
     assert sorted(r["seq"] for r in export_rows(config)) == list(range(6))
+
+
+async def test_network_cut_between_gateway_and_broker_loses_nothing(
+    tmp_path: Path, broker: PrivateMosquitto
+) -> None:
+    link = CuttableLink(broker.port)
+    await link.start()
+    (tmp_path / "gw").mkdir()
+    h = GatewayHarness(tmp_path / "gw", extra=mqtt_section(link.port))
+    await h.start()
+    assert h.gateway is not None
+    assert h.gateway.mqtt is not None
+    await asyncio.wait_for(h.gateway.mqtt.connected.wait(), 10)
+    t = await terminal(broker.port)
+    await t.publish(encode(presses(0), KEYS[1001]))
+    assert isinstance(await t.answer(), Ack)
+    await link.cut()
+    for n in range(1, 6):  # published while the gateway cannot reach the broker
+        await t.publish(encode(presses(n * 3), KEYS[1001]))
+    link.restore()
+    acked: set[int] = set()
+    while len(acked) < 5:
+        answer = await t.answer(timeout=30)
+        assert isinstance(answer, Ack)
+        acked.add(answer.acked_seq)
+    assert acked == {5, 8, 11, 14, 17}
+    assert sorted(p.seq for p in await stored(h)) == list(range(18))
+    await t.client.__aexit__(None, None, None)
+    await h.stop()
+    await link.close()
