@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocols.frames import Frame, encode
+from protocols import constants as c
+from protocols.frames import HEADER, Frame, crc16, encode, tag
 from protocols.stream import FrameStream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,38 @@ VECTORS: dict[str, Any] = json.loads(
 )
 KEYS = {int(k): bytes.fromhex(v) for k, v in VECTORS["terminals"].items()}
 VECTOR_HEX = {v["name"]: bytes.fromhex(v["hex"]) for v in VECTORS["vectors"] if "hex" in v}
+
+
+WRONG_KEY = bytes(range(100, 116))
+
+
+def keys(terminal_id: int) -> bytes | None:
+    return KEYS.get(terminal_id)
+
+
+def seal(
+    kind: int,
+    terminal_id: int,
+    payload: bytes,
+    key: bytes | None,
+    *,
+    version: int = c.VERSION,
+    length: int | None = None,
+) -> bytes:
+    """A frame with any header and payload, tagged with ``key`` and a correct crc."""
+    head = HEADER.build(
+        {
+            "magic": c.MAGIC,
+            "version": version,
+            "type": kind,
+            "terminal_id": terminal_id,
+            "length": len(payload) if length is None else length,
+        }
+    )
+    body = head + payload
+    body += tag(key, body) if key is not None else c.ZERO_TAG
+    return body + crc16(body).to_bytes(2, "big")
+
 
 REGISTRY_TOML = """
 [[company]]

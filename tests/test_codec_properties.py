@@ -42,43 +42,11 @@ from protocols.frames import (
     tag,
 )
 from protocols.stream import FrameStream
+from tests.support import KEYS, WRONG_KEY, keys, seal
 
-KEYS: dict[int, bytes] = {
-    1001: bytes.fromhex("000102030405060708090a0b0c0d0e0f"),
-    1002: bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f"),
-}
-WRONG_KEY = bytes(range(100, 116))
 U8 = 0xFF
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
-
-
-def keys(terminal_id: int) -> bytes | None:
-    return KEYS.get(terminal_id)
-
-
-def seal(
-    kind: int,
-    terminal_id: int,
-    payload: bytes,
-    key: bytes | None,
-    *,
-    version: int = c.VERSION,
-    length: int | None = None,
-) -> bytes:
-    """A frame with any header and payload, tagged with ``key`` and a correct crc."""
-    head = HEADER.build(
-        {
-            "magic": c.MAGIC,
-            "version": version,
-            "type": kind,
-            "terminal_id": terminal_id,
-            "length": len(payload) if length is None else length,
-        }
-    )
-    body = head + payload
-    body += tag(key, body) if key is not None else c.ZERO_TAG
-    return body + crc16(body).to_bytes(2, "big")
 
 
 def payload_of(raw: bytes) -> bytes:

@@ -32,45 +32,10 @@ from protocols.frames import (
     Presses,
     PressRecord,
     Welcome,
-    crc16,
     encode,
-    tag,
 )
 from protocols.stream import Event, FrameStream
-
-KEYS: dict[int, bytes] = {
-    1001: bytes.fromhex("000102030405060708090a0b0c0d0e0f"),
-    1002: bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f"),
-}
-WRONG_KEY = bytes(range(100, 116))
-
-
-def keys(terminal_id: int) -> bytes | None:
-    return KEYS.get(terminal_id)
-
-
-def seal(
-    kind: int,
-    terminal_id: int,
-    payload: bytes,
-    key: bytes | None,
-    *,
-    version: int = c.VERSION,
-    length: int | None = None,
-) -> bytes:
-    """A frame with any header and payload, tagged with ``key`` and a correct crc."""
-    head = HEADER.build(
-        {
-            "magic": c.MAGIC,
-            "version": version,
-            "type": kind,
-            "terminal_id": terminal_id,
-            "length": len(payload) if length is None else length,
-        }
-    )
-    body = head + payload
-    body += tag(key, body) if key is not None else c.ZERO_TAG
-    return body + crc16(body).to_bytes(2, "big")
+from tests.support import KEYS, WRONG_KEY, keys, seal
 
 
 def records(first_seq: int, count: int) -> tuple[PressRecord, ...]:

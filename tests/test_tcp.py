@@ -12,9 +12,9 @@ import pytest
 
 from gateway.stores import StoredPress, StoredReject
 from protocols.constants import FrameType, NakCode
-from protocols.frames import Ack, Hello, Nak, Presses, PressRecord, Welcome, crc16, encode, tag
+from protocols.frames import Ack, Hello, Nak, Presses, PressRecord, Welcome, encode
 from tests.conftest import GatewayHarness
-from tests.support import KEYS, VECTOR_HEX, RawTerminal
+from tests.support import KEYS, VECTOR_HEX, RawTerminal, seal
 
 HELLO_1001 = Hello(1001, 0x0102, 7, 1767225600, 0, 0)
 
@@ -156,10 +156,7 @@ async def test_unsupported_version_nakked_and_closed(harness: GatewayHarness) ->
 
 async def test_unknown_type_nakked_unsupported_and_closed(harness: GatewayHarness) -> None:
     t, _ = await hello(harness)
-    raw = bytearray(encode(Nak(1001, NakCode.BUSY, 0), KEYS[1001]))
-    raw[3] = 0x44  # a type the spec does not define, correctly tagged
-    body = bytes(raw[:16]) + tag(KEYS[1001], bytes(raw[:16]))
-    await t.send(body + crc16(body).to_bytes(2, "big"))
+    await t.send(seal(0x44, 1001, bytes(6), KEYS[1001]))  # a type the spec does not define
     assert await t.receive() == Nak(1001, NakCode.UNSUPPORTED, 0)
     assert await t.closed_by_peer()
 
