@@ -7,10 +7,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from firmware_sim import Fleet, FleetOptions, LinkOptions, Steady
+from firmware_sim import Fleet, FleetOptions, LinkOptions, MqttLinkOptions, Steady
 from firmware_sim import load_registry as load_sim_registry
 from firmware_sim.faults import FaultOptions
 from gateway.rows import iso_utc
+from tests.brokers import PrivateMosquitto
 from tests.conftest import GatewayHarness
 from tests.support import GatewayProcess, export_rows, free_port, write_config
 
@@ -75,3 +76,35 @@ async def test_kill_9_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     assert acked_before_kill <= {(r["terminal_id"], r["seq"]) for r in rows}
     assert_export_matches_acked(rows, fleet)
     assert len(rows) == 20_000
+
+
+async def test_mqtt_fleet_of_50_through_a_broker_is_stored_exactly_once(tmp_path: Path) -> None:
+    broker = PrivateMosquitto(
+        tmp_path / "broker",
+        extra_config="allow_anonymous true\nmax_inflight_messages 200",
+    )
+    await broker.start()
+    (tmp_path / "gw").mkdir()
+    harness = GatewayHarness(
+        tmp_path / "gw",
+        registry=SAMPLE_REGISTRY,
+        extra=f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\nclient_id = "gw-fleet"\n',
+    )
+    await harness.start()
+    assert harness.gateway is not None
+    assert harness.gateway.mqtt is not None
+    await asyncio.wait_for(harness.gateway.mqtt.connected.wait(), 10)
+    keys = load_sim_registry(tmp_path / "gw" / "terminals.toml")
+    faults = FaultOptions(corrupt_crc=0.01, drop=0.002, garbage=0.002)
+    options = FleetOptions(pattern=Steady(rate=0), seed=5, faults=faults)
+    link = MqttLinkOptions("127.0.0.1", broker.port, window=4, max_records=50, answer_timeout=10)
+    async with Fleet(keys, link, options) as fleet:
+        await fleet.run(presses=20_000)
+        await fleet.wait_all_acked(timeout=240)
+    assert fleet.report.acked_count == 20_000
+    await harness.forwarded()
+    await harness.stop()
+    await broker.stop()
+    rows = export_rows(harness.config_path)
+    assert {r["transport"] for r in rows} == {"mqtt"}
+    assert_export_matches_acked(rows, fleet)
