@@ -10,6 +10,11 @@ Frame faults act on the next frame a terminal writes:
 - ``DROP_MID_FRAME``: the connection is aborted after part of the frame.
 
 ``POWER_LOSS`` acts on the terminal itself (see ``Terminal.power_loss``).
+
+On MQTT (``mqtt.py``) the broker carries whole messages: ``SPLIT_WRITE`` does not
+apply and is ignored; ``GARBAGE`` is a message of random bytes after the frame (the
+gateway quarantines it and answers nothing); ``DROP`` cuts the connection without
+DISCONNECT after the broker took the frame, ``DROP_MID_FRAME`` before it got out.
 """
 
 from __future__ import annotations

@@ -194,14 +194,15 @@ class FleetReport:
         Raises ``NotAllAcked`` (a TimeoutError) after ``timeout`` seconds, and
         ``TerminalStopped`` at once if a terminal with records not ACKed has stopped.
         """
-        await self._wait_for(self.all_acked, timeout)
+        await self.wait_for(self.all_acked, timeout)
 
     async def wait_acked(self, at_least: int, timeout: float | None) -> None:  # noqa: ASYNC109
         """Return once at least ``at_least`` records fleet-wide are ACKed (same errors)."""
-        await self._wait_for(lambda: self.acked_count >= at_least, timeout)
+        await self.wait_for(lambda: self.acked_count >= at_least, timeout)
 
-    async def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> None:  # noqa: ASYNC109
-        """Re-check ``done`` after every ACK or stop, without polling."""
+    async def wait_for(self, done: Callable[[], bool], timeout: float | None) -> None:  # noqa: ASYNC109
+        """Return once ``done()`` holds, re-checked after every ACK (duplicates too) or
+        stop, without polling (same errors as ``wait_all_acked``)."""
         try:
             async with asyncio.timeout(timeout):
                 while True:

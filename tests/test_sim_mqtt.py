@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -31,11 +32,16 @@ from firmware_sim import (
     FaultOptions,
     Fleet,
     FleetOptions,
+    FleetReport,
     MqttLinkOptions,
     MqttProtocol,
     ScheduledFault,
     Steady,
+    Terminal,
 )
+from firmware_sim.faults import FaultPlanner
+from firmware_sim.mqtt import MqttTerminalLink
+from protocols import constants as c
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
 from protocols.frames import Ack, Frame, Heartbeat, Nak, Presses, decode, encode
@@ -104,6 +110,7 @@ class ScriptedGateway:
         self.hold = False
         """Receive but do not answer PRESSES until ``release()``."""
         self.ack_twice = False
+        self.heartbeats_acked = 0
         self._held: list[Received] = []
         self._client: aiomqtt.Client | None = None
         self._online = asyncio.Event()
@@ -192,10 +199,13 @@ class ScriptedGateway:
             finally:
                 self._client = None
                 self._online.clear()
-                # aiomqtt cancels its keepalive task without waiting for it.
+                # aiomqtt cancels its keepalive task without waiting for it, and
+                # keeps why the connection ended in a future nobody may have read.
                 misc = client._misc_task
                 if misc is not None:
                     await asyncio.wait((misc,))
+                if client._disconnected.done() and not client._disconnected.cancelled():
+                    client._disconnected.exception()
             await asyncio.sleep(0.05)  # reconnect pause (the broker is restarting)
 
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
@@ -249,6 +259,8 @@ class ScriptedGateway:
             case _:
                 raise AssertionError(f"unexpected {frame}")
         await self._publish(client, answer)
+        if isinstance(frame, Heartbeat):
+            self.heartbeats_acked += 1
         if self.ack_twice and isinstance(answer, Ack):
             await self._publish(client, answer)
 
@@ -462,6 +474,29 @@ async def test_power_loss_sends_unsynced_frames_until_an_ack_syncs_the_clock(
     assert_store_matches_report(gateway, fleet)
 
 
+async def test_heartbeats_are_acked_but_do_not_set_the_clock(
+    broker: PrivateMosquitto, gateway: ScriptedGateway
+) -> None:
+    async with Fleet(keys_of(1001), link_to(broker, heartbeat_interval=0.05)) as fleet:
+        await fleet.wait_connected()
+        first = fleet.press(1001)
+        await fleet.wait_all_acked(timeout=5)
+        fleet.power_loss(1001)
+        acked_before = gateway.heartbeats_acked
+        await gateway.until(lambda: gateway.heartbeats_acked >= acked_before + 3)
+        # Answers on one topic arrive in order: once this duplicate is counted, the
+        # terminal has handled the heartbeat ACKs before it.
+        await gateway.publish_answer(Ack(1001, FrameType.PRESSES, first.seq, int(time.time())))
+        report = fleet.report[1001]
+        await fleet.report.wait_for(lambda: report.duplicate_acks == 1, timeout=5)
+        assert not fleet.terminals[1001].clock.synced
+        heartbeats = [r.frame for r in gateway.received if isinstance(r.frame, Heartbeat)]
+        assert POWER_ON_TIME <= heartbeats[-1].clock < POWER_ON_TIME + 60
+        assert heartbeats[-1].battery_pct == c.MAINS_POWERED
+        assert report.frames_sent["HEARTBEAT"] >= 3
+        assert (report.gateway_error_count, report.unmatched_answers) == (0, 0)
+
+
 async def test_presses_published_while_the_gateway_is_away_reach_it_when_it_is_back(
     broker: PrivateMosquitto, gateway: ScriptedGateway
 ) -> None:
@@ -550,6 +585,30 @@ async def test_open_frames_and_the_session_outlive_a_run(
         assert sorted(again.report[1001].acked) == [0, 1, 2]
         assert again.terminals[1001].frames == {}
     assert set(gateway.committed) == {(1001, 0), (1001, 1), (1001, 2)}
+
+
+async def test_saved_frames_that_do_not_fit_their_records_are_dropped() -> None:
+    def restored(frames: dict[int, int]) -> dict[int, int]:
+        """The frames a link keeps of ``frames``, with seqs 0..9 made and 8 ACKed."""
+        terminal = Terminal(1001, KEYS[1001], frames=frames)
+        for _ in range(10):
+            terminal.press(3)
+        terminal.acknowledge(8, 8)  # seq 8 is done: a frame over it cannot be open
+        MqttTerminalLink(
+            terminal,
+            MqttLinkOptions("127.0.0.1"),
+            report=FleetReport([1001])[1001],
+            faults=FaultPlanner(FaultOptions(), random.Random(0)),
+            rng=random.Random(0),
+            max_pending=100,
+            on_change=lambda: None,
+        )
+        return terminal.frames
+
+    # Kept: whole, disjoint, all pending, below every record in no frame.
+    assert restored({0: 2, 3: 5, 7: 8, 2: 4}) == {0: 2, 3: 5}
+    # Records 0..2 in no frame lie below 3..5: that frame goes too (no gaps behind frames).
+    assert restored({3: 5}) == {}
 
 
 async def test_random_faults_lose_nothing(
