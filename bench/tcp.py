@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from protocols.constants import FrameType
@@ -250,8 +251,18 @@ question = "How was your visit today?"
     return head + "".join(terminals)
 
 
+class FrameShape(Protocol):
+    """What plan_frames needs of the options (bench/mqtt.py passes its own)."""
+
+    @property
+    def records_per_frame(self) -> int: ...
+
+    @property
+    def frames_per_terminal(self) -> int: ...
+
+
 def plan_frames(
-    spec: TerminalSpec, options: Options, rng: random.Random, now: int
+    spec: TerminalSpec, options: FrameShape, rng: random.Random, now: int
 ) -> tuple[PlannedFrame, ...]:
     """Every PRESSES frame of one terminal, seqs from 0, all stamped in the past."""
     per_frame = options.records_per_frame

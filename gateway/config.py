@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -222,8 +223,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("gateway.log_format", f"expected one of {LOG_FORMATS}")
     if g.log_level not in LOG_LEVELS:
         raise ConfigError("gateway.log_level", f"expected one of {LOG_LEVELS}")
-    if not config.store.url.startswith("sqlite:///"):
-        raise ConfigError("store.url", "expected sqlite:///PATH")
+    _validate_store_url(config.store.url)
     if config.store.forward_batch <= 0:
         raise ConfigError("store.forward_batch", "must be positive")
     if config.tcp is not None:
@@ -242,6 +242,23 @@ def _validate(config: Config) -> None:
         _validate_mqtt(config, config.mqtt)
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
+
+
+def _validate_store_url(url: str) -> None:
+    expected = "expected sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+    if url.startswith("sqlite:///"):
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("store.url", expected)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("store.url", f"bad port; {expected}") from None
+    if port == 0:
+        raise ConfigError("store.url", f"bad port; {expected}")
+    if not parts.path.strip("/"):
+        raise ConfigError("store.url", f"the database name is missing; {expected}")
 
 
 def _validate_mqtt(config: Config, m: MqttSection) -> None:

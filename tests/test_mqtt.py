@@ -273,12 +273,14 @@ async def test_network_cut_between_gateway_and_broker_loses_nothing(
     for n in range(1, 6):  # published while the gateway cannot reach the broker
         await t.publish(encode(presses(n * 3), KEYS[1001]))
     link.restore()
+    expected = {5, 8, 11, 14, 17}
     acked: set[int] = set()
-    while len(acked) < 5:
+    while not expected <= acked:
         answer = await t.answer(timeout=30)
         assert isinstance(answer, Ack)
+        # A frame whose PUBACK the cut swallowed is redelivered and ACKed again.
         acked.add(answer.acked_seq)
-    assert acked == {5, 8, 11, 14, 17}
+    assert acked <= expected | {2}
     assert sorted(p.seq for p in await stored(h)) == list(range(18))
     await t.client.__aexit__(None, None, None)
     await h.stop()

@@ -8,12 +8,18 @@ from gateway.stores.sqlite import SqliteStore
 
 __all__ = ["CentralStore", "ImportSummary", "StoredPress", "StoredReject", "open_store"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 async def open_store(url: str) -> CentralStore:
-    """Open the store a URL names (``sqlite:///PATH``; PostgreSQL comes later)."""
+    """Open the store a URL names: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``."""
     prefix = "sqlite:///"
     if url.startswith(prefix):
         return await SqliteStore.open(
             url[len(prefix) - 1 :] if url.startswith(prefix + "/") else url[len(prefix) :]
         )
+    if url.startswith(POSTGRES_SCHEMES):
+        from gateway.stores.postgres import PostgresStore  # noqa: PLC0415 (asyncpg only if used)
+
+        return await PostgresStore.open(url)
     raise ConfigError("store.url", f"unsupported store URL {url!r}")

@@ -1,0 +1,522 @@
+"""The central store on PostgreSQL: many gateways forwarding into one database.
+
+Selected by ``[store] url = "postgresql://user@host:5432/db"`` (``postgres://``
+too). TLS follows the URL as libpq would read it: ``?sslmode=require`` (or
+``verify-ca``/``verify-full`` with ``sslrootcert=...``, and ``sslcert``/
+``sslkey`` for client certificates); without ``sslmode`` TLS is used when the
+server offers it (``prefer``). A password may be in the URL, in ``PGPASSWORD``
+or in ``~/.pgpass``.
+
+Driver: asyncpg rather than psycopg 3. The gateway is one asyncio process, and
+asyncpg is asyncio-native (psycopg's async mode wraps a libpq connection); it
+speaks the binary protocol, including binary ``COPY`` from Python tuples
+(``copy_records_to_table``), which is how batches come in here; and in the
+published benchmarks it is the fastest Python PostgreSQL driver, which
+matters on the small edge machines gateways run on. It ships wheels with no
+libpq to install. Its one cost, no type information, is paid by asyncpg-stubs.
+
+How a batch is written (:meth:`PostgresStore.write`), all in one transaction:
+
+1. the months the batch touches get their ``press`` partitions if they lack
+   them (under an advisory lock, see :func:`_ensure_partitions`);
+2. the rows are ``COPY``-ed into a per-connection temporary staging table;
+3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
+   only the claimed rows into ``press`` and adds them to the hourly rollup.
+
+A retry after a lost commit reply finds every key claimed and changes
+nothing; two gateways sending the same press race for its key and one wins.
+Schema migrations (``pg_schema/NNNN_name.sql``) are applied when the store
+opens, each in its own transaction under an advisory lock, so several
+gateways starting at once apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import date, timedelta
+from importlib import resources
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+import asyncpg.pool
+
+from gateway.errors import ConfigError, SchemaError, StoreError
+from gateway.registry import Registry
+from gateway.rows import PressRow, RejectRow
+from gateway.stores.base import ImportSummary, StoredPress, StoredReject
+
+# Advisory locks: one namespace for this application ("SMLY"), one key per use.
+LOCK_NAMESPACE = 0x534D4C59
+LOCK_MIGRATIONS = 1
+LOCK_PARTITIONS = 2
+LOCK_REGISTRY = 3
+
+_DB_ERRORS = (
+    asyncpg.PostgresError,  # server errors, and connections lost (PostgresConnectionError)
+    asyncpg.InterfaceError,  # client-side misuse detected by asyncpg, pool closing
+    asyncpg.InternalClientError,
+    OSError,  # refused, reset, unreachable, TLS errors (ssl.SSLError is an OSError)
+    TimeoutError,  # connect or command timeout
+)
+# A row asyncpg cannot encode (a number out of its column's range, a wrong
+# type) fails the batch like a server error does, not the forwarder.
+_ROW_ERRORS = (TypeError, ValueError, OverflowError)
+_CONNECT_TIMEOUT_S = 10.0
+_COMMAND_TIMEOUT_S = 60.0  # a batch takes milliseconds; this bounds a dead connection
+_MIGRATION_TIMEOUT_S = 3600.0  # a migration (or waiting for another's) may take long
+_CLOSE_TIMEOUT_S = 10.0
+_STREAM_CHUNK = 2000
+
+# Partitions are made for these years; anything outside lands in press_default.
+_FIRST_YEAR, _LAST_YEAR = 1, 9998
+_EPOCH_DAY = date(1970, 1, 1)
+
+# The staging table: one per connection, emptied at every commit. Its columns
+# up to received_at_ms are PressRow's, in PressRow's order, so a batch is
+# copied as it is; ord keeps the batch order (the first copy of a key wins,
+# as in the SQLite store). Not created on a read-only standby, where nothing
+# is written.
+_STAGE_COLUMNS = PressRow._fields
+_CREATE_STAGE = """
+DO $$ BEGIN
+IF NOT pg_is_in_recovery() THEN
+    CREATE TEMP TABLE IF NOT EXISTS press_stage (
+        terminal_id bigint NOT NULL,
+        seq bigint NOT NULL,
+        occurred_at bigint NOT NULL,
+        utc_offset_s integer NOT NULL,
+        button smallint NOT NULL,
+        followup smallint NOT NULL,
+        clock_corrected boolean NOT NULL,
+        transport text NOT NULL,
+        received_at_ms bigint NOT NULL,
+        precision text NOT NULL DEFAULT 'second',
+        count integer NOT NULL DEFAULT 1,
+        ord bigint GENERATED ALWAYS AS IDENTITY
+    ) ON COMMIT DELETE ROWS;
+END IF;
+END $$
+"""
+
+# The idempotent insert from the staging table, in one statement:
+# - firsts: one row per (terminal_id, seq) of the batch, its first copy;
+# - claimed: the keys this transaction is the first ever to insert into
+#   press_key. A key that is already there (an earlier batch, a retry after a
+#   lost commit reply, a resend with a corrected clock, another gateway) claims
+#   nothing. A key another transaction is inserting right now makes this one
+#   wait for it and then claim nothing (or claim it, if the other rolled back).
+#   Keys are claimed in (terminal_id, seq) order and rollup rows are updated in
+#   key order, so two writers never wait for each other in a cycle;
+# - only the claimed rows go into press (routed to their month's partition)
+#   and are added to press_hourly, with the terminal's survey and location.
+# hour is the instant the local hour began: occurred_at less the seconds
+# since the local hour began (a floor modulo, right for negative values too).
+_INSERT_FROM_STAGE = """
+WITH firsts AS (
+    SELECT DISTINCT ON (terminal_id, seq) *
+    FROM press_stage
+    ORDER BY terminal_id, seq, ord
+), claimed AS (
+    INSERT INTO press_key (terminal_id, seq, occurred_at)
+    SELECT terminal_id, seq, to_timestamp(occurred_at) FROM firsts ORDER BY terminal_id, seq
+    ON CONFLICT DO NOTHING
+    RETURNING terminal_id, seq
+), fresh AS (
+    SELECT f.* FROM firsts AS f JOIN claimed AS c USING (terminal_id, seq)
+), stored AS (
+    INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, precision, button,
+                       followup, count, transport, clock_corrected, received_at_ms)
+    SELECT terminal_id, seq, to_timestamp(occurred_at), utc_offset_s, precision, button,
+           followup, count, transport, clock_corrected, received_at_ms
+    FROM fresh
+    RETURNING 1
+)
+INSERT INTO press_hourly AS h
+    (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
+SELECT coalesce(t.survey, -1), coalesce(t.location, -1), f.terminal_id,
+       to_timestamp(f.occurred_at - ((f.occurred_at + f.utc_offset_s) % 3600 + 3600) % 3600),
+       f.utc_offset_s, f.button, false, sum(f.count)
+FROM fresh AS f LEFT JOIN terminal AS t ON t.id = f.terminal_id
+GROUP BY 1, 2, 3, 4, 5, 6
+ORDER BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
+DO UPDATE SET presses = h.presses + EXCLUDED.presses
+"""
+
+_INSERT_REJECT = (
+    "INSERT INTO rejected (uid, received_at_ms, transport, peer, terminal_id, seq,"
+    " reason, detail, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    " ON CONFLICT (uid) DO NOTHING"
+)
+
+_SELECT_PRESSES = (
+    "SELECT terminal_id, seq, extract(epoch FROM occurred_at)::bigint, utc_offset_s, precision,"
+    " button, followup, count, transport, clock_corrected, received_at_ms FROM press"
+)
+_SELECT_REJECTED = (
+    "SELECT uid, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
+    " FROM rejected"
+)
+
+# Registry tables and their columns, the id first (as in the SQLite store).
+_REGISTRY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "company": ("id", "name"),
+    "location": ("id", "company", "name", "parent", "timezone"),
+    "survey": ("id", "company", "question", "locale", "scale", "misuse_interval_s"),
+    "terminal": ("id", "key", "location", "survey", "name", "phone"),
+}
+
+_SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# asyncpg's classes are generic only in asyncpg-stubs, hence the quotes.
+_Pool: TypeAlias = "asyncpg.pool.Pool[asyncpg.Record]"
+_Connection: TypeAlias = (
+    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+)
+
+
+class PostgresStore:
+    """A :class:`~gateway.stores.base.CentralStore` in a PostgreSQL database."""
+
+    def __init__(self, pool: _Pool, where: str) -> None:
+        self._pool = pool
+        self._where = where
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._months: set[tuple[int, int]] = set()  # months known to have a partition
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 4, lazy: bool = False) -> PostgresStore:
+        """Connect and migrate the schema; raise StoreError if the server cannot be used.
+
+        ``lazy`` defers both to the first operation, so a gateway can start
+        while the database is down (each operation then raises StoreError
+        until it is back).
+        """
+        where = _describe(url)
+        try:
+            pool = asyncpg.create_pool(
+                url,
+                min_size=0 if lazy else 1,
+                max_size=pool_size,
+                timeout=_CONNECT_TIMEOUT_S,
+                command_timeout=_COMMAND_TIMEOUT_S,
+                init=_init_connection,
+                server_settings={"application_name": "smiley-gateway"},
+            )
+        except ValueError as exc:  # asyncpg's DSN parser (ClientConfigurationError too)
+            raise ConfigError("store.url", f"not a usable PostgreSQL URL: {exc}") from exc
+        try:
+            await pool
+        except _DB_ERRORS as exc:
+            pool.terminate()
+            raise StoreError(f"postgresql store {where}: {exc}") from exc
+        store = cls(pool, where)
+        if not lazy:
+            try:
+                await store._ensure_ready()
+            except _DB_ERRORS as exc:
+                await store.close()
+                raise StoreError(f"postgresql store {where}: {exc}") from exc
+            except BaseException:
+                await store.close()
+                raise
+        return store
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
+        except TimeoutError:  # a connection still out (an abandoned stream): cut it
+            self._pool.terminate()
+
+    async def write(self, presses: Sequence[PressRow], rejects: Sequence[StoredReject]) -> None:
+        if not presses and not rejects:
+            return
+        months = _months_of(presses)
+        try:
+            await self._ensure_ready()
+            async with self._pool.acquire() as conn, conn.transaction():
+                if months - self._months:
+                    await _ensure_partitions(conn, months)
+                if presses:
+                    await conn.copy_records_to_table(
+                        "press_stage", records=presses, columns=_STAGE_COLUMNS
+                    )
+                    await conn.execute(_INSERT_FROM_STAGE)
+                if rejects:
+                    await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
+        except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
+            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+        self._months |= months  # only once committed: a rolled-back CREATE made nothing
+
+    async def import_registry(self, registry: Registry) -> ImportSummary:
+        entries: dict[str, list[tuple[Any, ...]]] = {
+            "company": [(c.id, c.name) for c in registry.companies.values()],
+            "location": [
+                (loc.id, loc.company, loc.name, loc.parent, loc.timezone)
+                for loc in registry.locations.values()
+            ],
+            "survey": [
+                (s.id, s.company, s.question, s.locale, s.scale, s.misuse_interval_s)
+                for s in registry.surveys.values()
+            ],
+            "terminal": [
+                (t.id, t.key, t.location, t.survey, t.name, t.phone)
+                for t in registry.terminals.values()
+            ],
+        }
+        added = changed = unchanged = 0
+        try:
+            await self._ensure_ready()
+            async with self._pool.acquire() as conn, conn.transaction():
+                # One import at a time, so gateways starting together neither
+                # deadlock on the same rows nor miscount each other's work.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_REGISTRY
+                )
+                for table, rows in entries.items():
+                    columns = _REGISTRY_COLUMNS[table]
+                    names = ", ".join(columns)
+                    existing = {
+                        r[0]: tuple(r)
+                        for r in await conn.fetch(f"SELECT {names} FROM {table}")  # noqa: S608
+                    }
+                    upserts = []
+                    for row in rows:
+                        before = existing.get(row[0])
+                        if before == row:
+                            unchanged += 1
+                            continue
+                        added += before is None
+                        changed += before is not None
+                        upserts.append(row)
+                    if upserts:
+                        upserts.sort(key=lambda row: row[0])  # one lock order for every importer
+                        await conn.executemany(_upsert(table, columns), upserts)
+        except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
+            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+        return ImportSummary(added, changed, unchanged)
+
+    async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
+        where, args = _time_window("occurred_at", "to_timestamp({})", since, until)
+        query = f"{_SELECT_PRESSES}{where} ORDER BY occurred_at, terminal_id, seq"
+        async for row in self._stream(query, args):
+            yield StoredPress(*row)
+
+    async def rejected(self, since: int | None, until: int | None) -> AsyncIterator[StoredReject]:
+        where, args = _time_window("received_at_ms", "{} * 1000", since, until)
+        query = f"{_SELECT_REJECTED}{where} ORDER BY received_at_ms, uid"
+        async for row in self._stream(query, args):
+            yield StoredReject(row[0], RejectRow(*row[1:]))
+
+    async def _stream(self, query: str, args: list[int]) -> AsyncIterator[asyncpg.Record]:
+        """Rows through a server-side cursor, a chunk at a time, from one snapshot."""
+        try:
+            await self._ensure_ready()
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                async for row in conn.cursor(query, *args, prefetch=_STREAM_CHUNK):
+                    yield row
+        except _DB_ERRORS as exc:
+            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                async with self._pool.acquire() as conn:
+                    await migrate(conn)
+                self._ready = True
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    await conn.execute(_CREATE_STAGE)
+
+
+# --- migrations -----------------------------------------------------------------
+
+_MIGRATION_FILE = re.compile(r"(\d{4})_(\w+)\.sql")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The schema migrations shipped with the gateway: (version, name, SQL), in order."""
+    found = []
+    for entry in (resources.files("gateway.stores") / "pg_schema").iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            found.append((int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [v for v, _, _ in found] != list(range(1, len(found) + 1)):
+        raise SchemaError(f"migrations are not numbered 1..n: {[v for v, _, _ in found]}")
+    return found
+
+
+async def migrate(conn: _Connection) -> int:
+    """Bring the schema up to date; return the version it is at.
+
+    Each migration runs in its own transaction that first takes an advisory
+    lock and re-reads the version, so gateways starting together apply it once:
+    the others wait on the lock and then find it applied. The check before any
+    lock lets an up-to-date store open without writing (on a read replica too).
+    """
+    steps = migrations()
+    latest = steps[-1][0]
+    current = await _schema_version(conn)
+    if current > latest:
+        raise SchemaError(f"store schema version {current} is newer than this gateway ({latest})")
+    while current < latest:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                LOCK_NAMESPACE,
+                LOCK_MIGRATIONS,
+                timeout=_MIGRATION_TIMEOUT_S,
+            )
+            await conn.execute(_SCHEMA_VERSION_TABLE)
+            current = await _schema_version(conn)
+            if current > latest:
+                raise SchemaError(
+                    f"store schema version {current} is newer than this gateway ({latest})"
+                )
+            if current == latest:  # another gateway migrated while we waited
+                break
+            version, name, sql = steps[current]
+            await conn.execute(sql, timeout=_MIGRATION_TIMEOUT_S)
+            await conn.execute(
+                "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
+            )
+            current = version
+    return current
+
+
+async def _schema_version(conn: _Connection) -> int:
+    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0
+    version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+    return int(version)
+
+
+# --- partitions -----------------------------------------------------------------
+
+
+def partition_name(year: int, month: int) -> str:
+    return f"press_y{year:04d}m{month:02d}"
+
+
+def _months_of(presses: Sequence[PressRow]) -> set[tuple[int, int]]:
+    """The (year, month) in UTC of every press, for the years that get partitions."""
+    months = set()
+    for day in {p[2] // 86400 for p in presses}:
+        try:
+            moment = _EPOCH_DAY + timedelta(days=day)
+        except OverflowError:
+            continue
+        if _FIRST_YEAR <= moment.year <= _LAST_YEAR:
+            months.add((moment.year, moment.month))
+    return months
+
+
+async def _ensure_partitions(conn: _Connection, months: set[tuple[int, int]]) -> None:
+    """Give each month its partition of press, inside the caller's transaction.
+
+    Called before the transaction touches press, so it holds no lock on it
+    while waiting for the advisory lock (no cycle with another writer that
+    holds the advisory lock and waits for press). A new partition is created
+    as a table, filled with any rows of its month that fell into
+    press_default, and then attached: attaching only needs SHARE UPDATE
+    EXCLUSIVE on press, so writers of other months go on meanwhile, and a
+    month that once had no partition gets one without losing its rows.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_PARTITIONS)
+    existing = {
+        row[0]
+        for row in await conn.fetch(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'press'::regclass"
+        )
+    }
+    for year, month in sorted(months):
+        name = partition_name(year, month)
+        if name in existing:
+            continue
+        low = f"'{year:04d}-{month:02d}-01 00:00:00+00'"
+        next_year, next_month = (year + 1, 1) if month == 12 else (year, month + 1)
+        high = f"'{next_year:04d}-{next_month:02d}-01 00:00:00+00'"
+        # Names and bounds are made from integers above: nothing to inject.
+        create = f"CREATE TABLE {name} (LIKE press INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        move = (
+            f"WITH moved AS (DELETE FROM press_default WHERE occurred_at >= {low}"  # noqa: S608
+            f" AND occurred_at < {high} RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+        )
+        attach = f"ALTER TABLE press ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+        await conn.execute(f"{create}; {move}; {attach}")
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _upsert(table: str, columns: tuple[str, ...]) -> str:
+    marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+        f" ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+
+
+def _reject_args(rejects: Sequence[StoredReject]) -> list[tuple[Any, ...]]:
+    rows = [
+        (
+            r.uid,
+            r.row.received_at_ms,
+            r.row.transport,
+            r.row.peer,
+            r.row.terminal_id,
+            r.row.seq,
+            r.row.reason,
+            r.row.detail,
+            r.row.raw,
+        )
+        for r in rejects
+    ]
+    rows.sort(key=lambda row: row[0])  # one lock order for every writer
+    return rows
+
+
+def _time_window(
+    column: str, value: str, since: int | None, until: int | None
+) -> tuple[str, list[int]]:
+    """A WHERE clause for since <= column < until, in seconds; an open end is left out.
+
+    ``value`` turns a parameter in seconds into the column's type. An open end
+    is left out rather than replaced by a huge value, which timestamptz could
+    not hold (and the planner could not use to prune partitions).
+    """
+    tests, args = [], []
+    for bound, operator in ((since, ">="), (until, "<")):
+        if bound is not None:
+            args.append(bound)
+            tests.append(f"{column} {operator} {value.format(f'${len(args)}::bigint')}")
+    return (" WHERE " + " AND ".join(tests) if tests else ""), args
+
+
+def _describe(url: str) -> str:
+    """host:port/db of a URL, for messages: never its password."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(bad URL)"
+    return f"{parts.hostname or 'localhost'}{port}{parts.path or '/'}"
