@@ -285,3 +285,31 @@ async def test_network_cut_between_gateway_and_broker_loses_nothing(
     await t.client.__aexit__(None, None, None)
     await h.stop()
     await link.close()
+
+
+async def test_gateway_over_mqtts(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    tls_port = free_port()
+    broker = PrivateMosquitto(
+        tmp_path / "tls-broker",
+        extra_config=(
+            f"allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+        ),
+    )
+    await broker.start()
+    (tmp_path / "gw").mkdir()
+    section = (
+        f'[mqtt]\nurl = "mqtts://127.0.0.1:{tls_port}"\nclient_id = "gw-tls"\nca_file = "{cert}"\n'
+    )
+    h = GatewayHarness(tmp_path / "gw", extra=section)
+    await h.start()
+    assert h.gateway is not None
+    assert h.gateway.mqtt is not None
+    await asyncio.wait_for(h.gateway.mqtt.connected.wait(), 10)
+    t = await terminal(broker.port)  # the terminal uses the plain listener
+    await t.publish(VECTOR_HEX["presses"])
+    assert isinstance(await t.answer(), Ack)
+    assert [p.seq for p in await stored(h)] == [120, 121, 122]
+    await t.client.__aexit__(None, None, None)
+    await h.stop()
+    await broker.stop()

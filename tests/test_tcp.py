@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from gateway.stores import StoredPress, StoredReject
 from protocols.constants import FrameType, NakCode
@@ -263,19 +260,6 @@ async def test_many_concurrent_terminals_and_a_stuck_one(
     await stuck.close()
     assert len(await stored(h)) == 200
     await h.stop()
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 async def test_tls(
