@@ -219,16 +219,14 @@ class MqttIngest:
 
     async def _commit(self, frame: Presses, origin: Origin) -> None:
         """Commit, retrying while the outbox refuses; the message keeps its slot meanwhile."""
-        backoff = Backoff(initial=0.2, cap=self._commit_backoff_cap)
-        told_busy = False
+        backoff: Backoff | None = None  # made on the first refusal only: this is per message
         while True:
             try:
                 await self._ingest.presses(frame, origin)
             except OutboxBusy as exc:
-                if not told_busy:
-                    # The terminal keeps its records and backs off; we keep trying.
+                if backoff is None:
                     log.warning("presses_busy", terminal_id=frame.terminal_id, error=str(exc))
-                    told_busy = True
+                    backoff = Backoff(initial=0.2, cap=self._commit_backoff_cap)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             return
@@ -243,12 +241,13 @@ class MqttIngest:
             detail=error.reason,
             terminal_id=error.terminal_id,
         )
-        backoff = Backoff(initial=0.2, cap=self._commit_backoff_cap)
+        backoff: Backoff | None = None
         while True:
             try:
                 await self._ingest.refused(error, origin, reason=refusal.reason)
                 break
             except OutboxBusy:
+                backoff = backoff or Backoff(initial=0.2, cap=self._commit_backoff_cap)
                 await asyncio.sleep(backoff.next_delay())
         if refusal.nak is None or error.terminal_id is None:
             return None
