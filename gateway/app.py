@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.backoff import Backoff
 from gateway.config import Config
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreError
 from gateway.forwarder import Forwarder
 from gateway.ingest import Ingest
 from gateway.mqtt import MqttIngest
@@ -42,6 +43,7 @@ class Gateway:
     forwarder: Forwarder
     tcp: TcpServer | None
     mqtt: MqttIngest | None
+    registry_in_store: bool = False
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -57,13 +59,11 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         batch_max=config.gateway.commit_batch_max,
     )
     try:
-        store = await open_store(config.store_url())
+        # Lazy: a gateway starts and takes presses while its central store is down.
+        store = await open_store(config.store_url(), lazy=True)
     except BaseException:
         await outbox.close()
         raise
-    if registry.terminals:
-        summary = await store.import_registry(registry)
-        log.info("registry_loaded", terminals=len(registry.terminals), **vars_of(summary))
     ingest = Ingest(registry, outbox)
     forwarder = Forwarder(
         outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
@@ -77,7 +77,35 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
             )
         tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
     mqtt = MqttIngest(config, ingest, registry, clock=clock) if config.mqtt is not None else None
-    return Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
+    gateway = Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
+    with contextlib.suppress(StoreError):  # logged; run() retries it
+        await _import_registry(gateway)
+    return gateway
+
+
+async def _import_registry(gateway: Gateway) -> None:
+    registry = gateway.registry
+    if not registry.terminals or gateway.registry_in_store:
+        gateway.registry_in_store = True
+        return
+    try:
+        summary = await gateway.store.import_registry(registry)
+    except StoreError as exc:
+        log.warning("registry_import_deferred", error=str(exc))
+        raise
+    gateway.registry_in_store = True
+    log.info("registry_loaded", terminals=len(registry.terminals), **vars_of(summary))
+
+
+async def _import_registry_until_done(gateway: Gateway) -> None:
+    """Retry the registry import while the store is unreachable, then stay idle."""
+    backoff = Backoff(initial=1.0, cap=gateway.config.store.retry_max_s)
+    while not gateway.registry_in_store:
+        try:
+            await _import_registry(gateway)
+        except StoreError:
+            await asyncio.sleep(backoff.next_delay())
+    await asyncio.Event().wait()
 
 
 def vars_of(summary: object) -> dict[str, object]:
@@ -93,7 +121,8 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     forwarder = asyncio.create_task(gateway.forwarder.run(), name="forwarder")
     reporter = asyncio.create_task(stats.run(), name="stats")
     mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
-    background = (writer, forwarder, reporter, mqtt)
+    importer = asyncio.create_task(_import_registry_until_done(gateway), name="registry")
+    background = (writer, forwarder, reporter, mqtt, importer)
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
@@ -117,7 +146,7 @@ async def _run_mqtt(gateway: Gateway) -> None:
 
 
 async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
-    writer, forwarder, reporter, mqtt = background
+    writer, forwarder, reporter, mqtt, importer = background
     # Unacknowledged MQTT messages stay with the broker and come back on restart.
     mqtt.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -125,7 +154,7 @@ async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)
-    for task in (forwarder, reporter):
+    for task in (forwarder, reporter, importer):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

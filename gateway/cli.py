@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     passwords.add_argument("--output", type=Path, required=True)
     passwords.set_defaults(func=_mqtt_passwords)
 
+    migrate = commands.add_parser("migrate", help="bring the central store's schema up to date")
+    _config_arg(migrate)
+    migrate.set_defaults(func=_migrate)
+
     demo = commands.add_parser("demo", help="run the gateway with a simulated fleet")
     _config_arg(demo)
     demo.add_argument("--terminals", type=int, default=50)
@@ -152,6 +156,18 @@ def _export(args: argparse.Namespace) -> int:
         if args.output is not None:
             out = stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
         asyncio.run(go(out))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def go() -> None:
+        store = await open_store(config.store_url())  # opening applies the migrations
+        await store.close()
+
+    asyncio.run(go())
+    print("the central store's schema is up to date")
     return 0
 
 

@@ -34,6 +34,7 @@ from protocols.frames import Ack, Welcome
 from tests.conftest import GatewayHarness
 from tests.pg import ClusterUnavailable, PrivateCluster
 from tests.support import REGISTRY_TOML, VECTOR_HEX, RawTerminal, free_port
+from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -622,3 +623,31 @@ async def test_gateway_forwards_tcp_presses_into_postgres_once(
                 "SELECT survey, location, sum(presses) FROM press_hourly GROUP BY 1, 2")}
         ) == Counter({(100, 11): 3})  # fmt: skip
         assert await conn.fetchval("SELECT count(*) FROM terminal") == 2
+
+
+async def test_gateway_starts_and_acks_while_postgres_is_down(
+    cluster: PrivateCluster, tmp_path: Path
+) -> None:
+    url = await new_database(cluster)
+    await cluster.astop()
+    harness = GatewayHarness(tmp_path)
+    harness.config_path.write_text(
+        harness.config_path.read_text().replace(
+            'url = "sqlite:///var/central.db"', f'url = "{url}"'
+        ),
+        encoding="utf-8",
+    )
+    try:
+        gateway = await harness.start()  # the store is down: start anyway
+        assert not gateway.registry_in_store
+        t, _ = await hello(harness)
+        await t.send(VECTOR_HEX["presses"])
+        assert (await t.receive()).acked_seq == 122  # durable in the outbox
+        await t.close()
+    finally:
+        await cluster.astart()
+    async with asyncio.timeout(60):  # the registry import and the forwarding catch up
+        while not gateway.registry_in_store or (await gateway.outbox.backlog()).presses:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    assert [p.seq async for p in gateway.store.presses(None, None)] == [120, 121, 122]
+    await harness.stop()

@@ -11,8 +11,11 @@ __all__ = ["CentralStore", "ImportSummary", "StoredPress", "StoredReject", "open
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-async def open_store(url: str) -> CentralStore:
-    """Open the store a URL names: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``."""
+async def open_store(url: str, *, lazy: bool = False) -> CentralStore:
+    """Open the store a URL names: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
+
+    ``lazy`` lets a server store be down at open: it connects on first use.
+    """
     prefix = "sqlite:///"
     if url.startswith(prefix):
         return await SqliteStore.open(
@@ -21,5 +24,5 @@ async def open_store(url: str) -> CentralStore:
     if url.startswith(POSTGRES_SCHEMES):
         from gateway.stores.postgres import PostgresStore  # noqa: PLC0415 (asyncpg only if used)
 
-        return await PostgresStore.open(url)
+        return await PostgresStore.open(url, lazy=lazy)
     raise ConfigError("store.url", f"unsupported store URL {url!r}")
