@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -123,18 +124,18 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
     importer = asyncio.create_task(_import_registry_until_done(gateway), name="registry")
     background = (writer, forwarder, reporter, mqtt, importer)
+    stopped = asyncio.create_task(stop.wait(), name="stop")
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
         gateway.started.set()
         log.info("gateway_started", gateway_id=gateway.outbox.gateway_id)
-        stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({stopped, *background}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopped:
                 task.result()  # a background task died: raise its error
-        stopped.cancel()
     finally:
+        await _finish(stopped)
         await _shutdown(gateway, background)
 
 
@@ -148,24 +149,25 @@ async def _run_mqtt(gateway: Gateway) -> None:
 async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
     writer, forwarder, reporter, mqtt, importer = background
     # Unacknowledged MQTT messages stay with the broker and come back on restart.
-    mqtt.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await mqtt
+    await _finish(mqtt)
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)
     for task in (forwarder, reporter, importer):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _finish(task)
     if not writer.done():
         try:
             await asyncio.wait_for(gateway.forwarder.drain(), SHUTDOWN_GRACE_S)
         except (TimeoutError, GatewayError) as exc:
             log.warning("shutdown_left_backlog", error=str(exc) or type(exc).__name__)
-    writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await writer
+    await _finish(writer)
     await gateway.store.close()
     await gateway.outbox.close()
     log.info("gateway_stopped")
+
+
+async def _finish(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it; an error it died of was raised already, by run()."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
