@@ -255,7 +255,7 @@ class PostgresStore:
                 if rejects:
                     await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
-            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+            raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
         self._months |= months  # only once committed: a rolled-back CREATE made nothing
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
@@ -303,7 +303,7 @@ class PostgresStore:
                         upserts.sort(key=lambda row: row[0])  # one lock order for every importer
                         await conn.executemany(_upsert(table, columns), upserts)
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
-            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+            raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
         return ImportSummary(added, changed, unchanged)
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
@@ -329,7 +329,7 @@ class PostgresStore:
                 async for row in conn.cursor(query, *args, prefetch=_STREAM_CHUNK):
                     yield row
         except _DB_ERRORS as exc:
-            raise StoreError(f"postgresql store {self._where}: {exc}") from exc
+            raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
 
     async def _ensure_ready(self) -> None:
         if self._ready:
@@ -520,3 +520,11 @@ def _describe(url: str) -> str:
     except ValueError:
         return "(bad URL)"
     return f"{parts.hostname or 'localhost'}{port}{parts.path or '/'}"
+
+
+def _explain(exc: BaseException) -> str:
+    """The error, with the one it replaced: a failed rollback hides why the write failed."""
+    cause = exc.__context__
+    if cause is not None and str(cause) and str(cause) != str(exc):
+        return f"{exc} (after: {cause})"
+    return str(exc)
