@@ -23,6 +23,7 @@ from gateway.ingest import Ingest
 from gateway.mqtt import MqttIngest
 from gateway.outbox import Outbox
 from gateway.registry import Registry, load_registry
+from gateway.registry_source import registry_for
 from gateway.stats import StatsReporter
 from gateway.stores import CentralStore, open_store
 from gateway.tcp import TcpServer, server_ssl_context
@@ -49,11 +50,8 @@ class Gateway:
 
 
 async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
-    registry = (
+    if config.gateway.registry is not None:  # a bad file stops the start before anything opens
         load_registry(config.path(config.gateway.registry))
-        if config.gateway.registry is not None
-        else Registry.empty()
-    )
     outbox = await Outbox.open(
         config.outbox_path,
         max_mb=config.gateway.outbox_max_mb,
@@ -65,6 +63,7 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
     except BaseException:
         await outbox.close()
         raise
+    registry, from_store = await registry_for(config, store)
     ingest = Ingest(registry, outbox)
     forwarder = Forwarder(
         outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
@@ -79,6 +78,7 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
     mqtt = MqttIngest(config, ingest, registry, clock=clock) if config.mqtt is not None else None
     gateway = Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
+    gateway.registry_in_store = from_store
     with contextlib.suppress(StoreError):  # logged; run() retries it
         await _import_registry(gateway)
     return gateway

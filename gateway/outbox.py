@@ -252,9 +252,7 @@ class Outbox:
             await work
         except (sqlite3.Error, ValueError) as exc:
             self.busy_errors += 1
-            log.error(  # noqa: TRY400 - the cause is in the message; no traceback per failure
-                "outbox_commit_failed", error=str(exc), jobs=len(jobs)
-            )
+            log.error("outbox_commit_failed", error=str(exc), jobs=len(jobs))
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self._writer.rollback()
             for job in jobs:

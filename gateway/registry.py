@@ -85,6 +85,43 @@ class Registry:
         return cls({}, {}, {}, {})
 
 
+def registry_tables(registry: Registry) -> dict[str, list[dict[str, Any]]]:
+    """The registry as the tables of its TOML form; ``parse_registry`` reads them back."""
+
+    def table(**fields: Any) -> dict[str, Any]:
+        return {name: value for name, value in fields.items() if value is not None}
+
+    return {
+        "company": [table(id=c.id, name=c.name) for c in registry.companies.values()],
+        "location": [
+            table(id=x.id, company=x.company, name=x.name, parent=x.parent, timezone=x.timezone)
+            for x in registry.locations.values()
+        ],
+        "survey": [
+            table(
+                id=s.id,
+                company=s.company,
+                question=s.question,
+                locale=s.locale,
+                scale=s.scale,
+                misuse_interval_s=s.misuse_interval_s,
+            )
+            for s in registry.surveys.values()
+        ],
+        "terminal": [
+            table(
+                id=t.id,
+                key=t.key.hex(),
+                location=t.location,
+                survey=t.survey,
+                name=t.name,
+                phone=t.phone,
+            )
+            for t in registry.terminals.values()
+        ],
+    }
+
+
 def load_registry(path: Path) -> Registry:
     """Read and check a registry TOML file; raise RegistryError saying what is wrong."""
     try:

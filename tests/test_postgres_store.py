@@ -651,3 +651,34 @@ async def test_gateway_starts_and_acks_while_postgres_is_down(
             await asyncio.sleep(0.2)
     assert [p.seq async for p in gateway.store.presses(None, None)] == [120, 121, 122]
     await harness.stop()
+
+
+async def test_edge_gateway_takes_its_registry_from_the_store_and_its_cache(
+    cluster: PrivateCluster, tmp_path: Path
+) -> None:
+    url = await new_database(cluster)
+    central = await PostgresStore.open(url)
+    await central.import_registry(parse_registry(tomllib.loads(REGISTRY_TOML)))
+    await central.close()
+    harness = GatewayHarness(tmp_path)
+    harness.config_path.write_text(
+        harness.config_path.read_text()
+        .replace('registry = "terminals.toml"\n', "")
+        .replace('url = "sqlite:///var/central.db"', f'url = "{url}"'),
+        encoding="utf-8",
+    )
+    gateway = await harness.start()  # no registry file: the store's registry
+    assert set(gateway.registry.terminals) == {1001, 1002}
+    assert (tmp_path / "var" / "registry-cache.json").exists()
+    await harness.stop()
+    await cluster.astop()
+    try:
+        gateway = await harness.start()  # the store is down: the cached copy
+        assert set(gateway.registry.terminals) == {1001, 1002}
+        t, _ = await hello(harness)
+        await t.send(VECTOR_HEX["presses"])
+        assert (await t.receive()).acked_seq == 122
+        await t.close()
+    finally:
+        await cluster.astart()
+    await harness.stop()

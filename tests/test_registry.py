@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import RegistryError
-from gateway.registry import load_registry, parse_registry
+from gateway.registry import load_registry, parse_registry, registry_tables
+from gateway.stores.sqlite import SqliteStore
 from tests.support import REGISTRY_TOML
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +60,16 @@ def test_location_cycle_is_refused() -> None:
     text = REGISTRY_TOML.replace('name = "Finland"', 'name = "Finland"\nparent = 11', 1)
     with pytest.raises(RegistryError, match="loops"):
         parse_registry(tomllib.loads(text))
+
+
+def test_registry_tables_read_back_to_the_same_registry() -> None:
+    sample = load_registry(REPO / "deploy" / "terminals.example.toml")
+    assert parse_registry(registry_tables(sample)) == sample
+
+
+async def test_sqlite_store_keeps_the_registry_it_imported(tmp_path: Path) -> None:
+    sample = load_registry(REPO / "deploy" / "terminals.example.toml")
+    store = await SqliteStore.open(tmp_path / "central.db")
+    await store.import_registry(sample)
+    assert await store.load_registry() == sample
+    await store.close()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.registry import Registry
+from gateway.errors import RegistryError, StoreError
+from gateway.registry import Registry, parse_registry
 from gateway.rows import PressRow, RejectRow
 from gateway.timekeeping import format_local
 
@@ -46,6 +47,32 @@ class ImportSummary:
     unchanged: int
 
 
+REGISTRY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "company": ("id", "name"),
+    "location": ("id", "company", "name", "parent", "timezone"),
+    "survey": ("id", "company", "question", "locale", "scale", "misuse_interval_s"),
+    "terminal": ("id", "key", "location", "survey", "name", "phone"),
+}
+"""The registry tables of every store, their columns in this order."""
+
+
+def registry_from_rows(rows: dict[str, list[Sequence[Any]]]) -> Registry:
+    """Rebuild a Registry from the rows of REGISTRY_COLUMNS, checked like a registry file."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for table, columns in REGISTRY_COLUMNS.items():
+        entries = []
+        for row in rows.get(table, []):
+            entry = {c: v for c, v in zip(columns, row, strict=True) if v is not None}
+            if table == "terminal":
+                entry["key"] = bytes(entry["key"]).hex()
+            entries.append(entry)
+        tables[table] = entries
+    try:
+        return parse_registry(tables)
+    except RegistryError as exc:
+        raise StoreError(f"the registry in the store is inconsistent: {exc}") from exc
+
+
 class CentralStore(Protocol):
     """Idempotent on (terminal_id, seq) and on each reject's uid, so retries change nothing."""
 
@@ -54,6 +81,9 @@ class CentralStore(Protocol):
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
         """Insert or update every registry entry; running it twice changes nothing."""
+
+    async def load_registry(self) -> Registry:
+        """The registry kept in the store (for edge gateways without a registry file)."""
 
     def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
         """Every stored press with since <= occurred_at < until, oldest first, streamed."""

@@ -46,7 +46,13 @@ import asyncpg.pool
 from gateway.errors import ConfigError, SchemaError, StoreError
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
-from gateway.stores.base import ImportSummary, StoredPress, StoredReject
+from gateway.stores.base import (
+    REGISTRY_COLUMNS,
+    ImportSummary,
+    StoredPress,
+    StoredReject,
+    registry_from_rows,
+)
 
 # Advisory locks: one namespace for this application ("SMLY"), one key per use.
 LOCK_NAMESPACE = 0x534D4C59
@@ -162,12 +168,6 @@ _SELECT_REJECTED = (
 )
 
 # Registry tables and their columns, the id first (as in the SQLite store).
-_REGISTRY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "company": ("id", "name"),
-    "location": ("id", "company", "name", "parent", "timezone"),
-    "survey": ("id", "company", "question", "locale", "scale", "misuse_interval_s"),
-    "terminal": ("id", "key", "location", "survey", "name", "phone"),
-}
 
 _SCHEMA_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -284,7 +284,7 @@ class PostgresStore:
                     "SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_REGISTRY
                 )
                 for table, rows in entries.items():
-                    columns = _REGISTRY_COLUMNS[table]
+                    columns = REGISTRY_COLUMNS[table]
                     names = ", ".join(columns)
                     existing = {
                         r[0]: tuple(r)
@@ -305,6 +305,18 @@ class PostgresStore:
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
             raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
         return ImportSummary(added, changed, unchanged)
+
+    async def load_registry(self) -> Registry:
+        rows: dict[str, list[Sequence[Any]]] = {}
+        try:
+            await self._ensure_ready()
+            async with self._pool.acquire() as conn:
+                for table, columns in REGISTRY_COLUMNS.items():
+                    query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"  # noqa: S608
+                    rows[table] = [tuple(r) for r in await conn.fetch(query)]
+        except _DB_ERRORS as exc:
+            raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
+        return registry_from_rows(rows)
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
         where, args = _time_window("occurred_at", "to_timestamp({})", since, until)

@@ -16,7 +16,13 @@ import aiosqlite
 from gateway.errors import SchemaError, StoreError
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
-from gateway.stores.base import ImportSummary, StoredPress, StoredReject
+from gateway.stores.base import (
+    REGISTRY_COLUMNS,
+    ImportSummary,
+    StoredPress,
+    StoredReject,
+    registry_from_rows,
+)
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -162,6 +168,17 @@ class SqliteStore:
             await _rollback(db)
             raise StoreError(f"sqlite store: {exc}") from exc
         return ImportSummary(added, changed, unchanged)
+
+    async def load_registry(self) -> Registry:
+        rows: dict[str, list[Sequence[Any]]] = {}
+        try:
+            for table, columns in REGISTRY_COLUMNS.items():
+                query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"  # noqa: S608
+                async with self._db.execute(query) as cursor:
+                    rows[table] = list(await cursor.fetchall())
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"sqlite store: {exc}") from exc
+        return registry_from_rows(rows)
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
         query = (
