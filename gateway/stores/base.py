@@ -56,6 +56,25 @@ REGISTRY_COLUMNS: dict[str, tuple[str, ...]] = {
 """The registry tables of every store, their columns in this order."""
 
 
+def registry_rows(registry: Registry) -> dict[str, list[tuple[Any, ...]]]:
+    """Every registry entry as a row of REGISTRY_COLUMNS, table by table."""
+    return {
+        "company": [(c.id, c.name) for c in registry.companies.values()],
+        "location": [
+            (loc.id, loc.company, loc.name, loc.parent, loc.timezone)
+            for loc in registry.locations.values()
+        ],
+        "survey": [
+            (s.id, s.company, s.question, s.locale, s.scale, s.misuse_interval_s)
+            for s in registry.surveys.values()
+        ],
+        "terminal": [
+            (t.id, t.key, t.location, t.survey, t.name, t.phone)
+            for t in registry.terminals.values()
+        ],
+    }
+
+
 def registry_from_rows(rows: dict[str, list[Sequence[Any]]]) -> Registry:
     """Rebuild a Registry from the rows of REGISTRY_COLUMNS, checked like a registry file."""
     tables: dict[str, list[dict[str, Any]]] = {}

@@ -52,6 +52,7 @@ from gateway.stores.base import (
     StoredPress,
     StoredReject,
     registry_from_rows,
+    registry_rows,
 )
 
 # Advisory locks: one namespace for this application ("SMLY"), one key per use.
@@ -259,21 +260,7 @@ class PostgresStore:
         self._months |= months  # only once committed: a rolled-back CREATE made nothing
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
-        entries: dict[str, list[tuple[Any, ...]]] = {
-            "company": [(c.id, c.name) for c in registry.companies.values()],
-            "location": [
-                (loc.id, loc.company, loc.name, loc.parent, loc.timezone)
-                for loc in registry.locations.values()
-            ],
-            "survey": [
-                (s.id, s.company, s.question, s.locale, s.scale, s.misuse_interval_s)
-                for s in registry.surveys.values()
-            ],
-            "terminal": [
-                (t.id, t.key, t.location, t.survey, t.name, t.phone)
-                for t in registry.terminals.values()
-            ],
-        }
+        entries = registry_rows(registry)
         added = changed = unchanged = 0
         try:
             await self._ensure_ready()

@@ -22,6 +22,7 @@ from gateway.stores.base import (
     StoredPress,
     StoredReject,
     registry_from_rows,
+    registry_rows,
 )
 
 SCHEMA_VERSION = 1
@@ -132,21 +133,7 @@ class SqliteStore:
             raise StoreError(f"sqlite store: {exc}") from exc
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
-        rows: dict[str, list[tuple[Any, ...]]] = {
-            "company": [(c.id, c.name) for c in registry.companies.values()],
-            "location": [
-                (loc.id, loc.company, loc.name, loc.parent, loc.timezone)
-                for loc in registry.locations.values()
-            ],
-            "survey": [
-                (s.id, s.company, s.question, s.locale, s.scale, s.misuse_interval_s)
-                for s in registry.surveys.values()
-            ],
-            "terminal": [
-                (t.id, t.key, t.location, t.survey, t.name, t.phone)
-                for t in registry.terminals.values()
-            ],
-        }
+        rows = registry_rows(registry)
         added = changed = unchanged = 0
         db = self._db
         try:
