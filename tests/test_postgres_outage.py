@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from firmware_sim import Fleet, FleetOptions, LinkOptions, MadePress, Steady
+from firmware_sim import BackoffOptions, Fleet, FleetOptions, LinkOptions, MadePress, Steady
 from firmware_sim import load_registry as load_sim_registry
 from gateway.app import Gateway
 from gateway.stores.postgres import PostgresStore
@@ -424,6 +424,104 @@ async def test_connections_terminated_mid_transaction_then_recovered_exactly_onc
     assert sum(killed.values()) > 0, killed
     assert failures > failures_after_cuts, (killed, failures)
     assert fleet.report.acked_count == 15_000
+    rows = await stored_rows(db_url)
+    assert len(rows) == 15_000
+    assert_exactly_the_acked(rows, fleet.report.acked)
+
+
+# --- 5. the forwarder's process killed with -9 mid-batch -----------------------------------------
+
+
+async def hold_a_write_at_a_lock_and_kill(
+    cluster: PrivateCluster, url: str, gateway: GatewayProcess
+) -> int:
+    """Kill -9 the gateway while its forwarder waits inside a write transaction.
+
+    Another session locks press_key, so the forwarder's write waits inside its
+    transaction (its rows already copied into the staging table); the gateway
+    process is killed there, and only then is the lock released. Returns the
+    pid of the backend that was caught mid-batch, after it has ended.
+    """
+    database = url.rsplit("/", 1)[1]
+    blocker = await asyncpg.connect(url)
+    admin = await asyncpg.connect(cluster.url())
+    try:
+        deadline = time.monotonic() + 30
+        while not await blocker.fetchval(
+            "SELECT to_regclass('press_key') IS NOT NULL AND EXISTS (SELECT FROM press_key)"
+        ):
+            assert time.monotonic() < deadline, "the forwarder never wrote a batch"
+            await asyncio.sleep(0.05)
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE press_key IN ACCESS EXCLUSIVE MODE")
+            deadline = time.monotonic() + 10
+            pid = None
+            while pid is None:
+                assert time.monotonic() < deadline, "no forwarder write reached the lock"
+                pid = await admin.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name ="
+                    " 'smiley-gateway' AND datname = $1 AND wait_event_type = 'Lock'"
+                    " AND xact_start IS NOT NULL",
+                    database,
+                )
+                if pid is None:
+                    await asyncio.sleep(0.01)
+            await gateway.kill()
+            # the backend still waits in its transaction: its client is gone, not the server's work
+            assert (
+                await admin.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+                )
+                == "Lock"
+            )
+        # the lock released, the backend runs its statement, finds no client and rolls back
+        deadline = time.monotonic() + 30
+        while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            assert time.monotonic() < deadline, "the killed gateway's backend lived on"
+            await asyncio.sleep(0.02)
+    finally:
+        await asyncio.gather(blocker.close(), admin.close())
+    return int(pid)
+
+
+async def test_forwarder_killed_with_9_mid_batch_then_restarted_exactly_once(
+    cluster: PrivateCluster, db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port, registry=SAMPLE_REGISTRY)
+    use_postgres(config, db_url, store="retry_max_s = 0.2\nforward_batch = 200")
+    gateway = GatewayProcess(config, port)
+    keys = load_sim_registry(tmp_path / "terminals.toml")
+    # about 2,500 presses a second: the fleet goes on through the kill and the restart
+    options = FleetOptions(pattern=Steady(rate=50), seed=61)
+    fleet_link = LinkOptions(
+        "127.0.0.1",
+        port,
+        window=4,
+        max_records=50,
+        answer_timeout=20.0,
+        reconnect=BackoffOptions(initial=0.05, maximum=0.5),
+    )
+    await gateway.start()
+    try:
+        async with Fleet(keys, fleet_link, options) as fleet:
+            run = asyncio.create_task(fleet.run(presses=15_000))
+            await fleet.wait_acked(1_000, timeout=60)
+            await hold_a_write_at_a_lock_and_kill(cluster, db_url, gateway)
+            acked_at_kill = set(fleet.report.acked)
+            await gateway.start()
+            await run
+            await fleet.wait_all_acked(timeout=120)
+    finally:
+        code = None
+        if gateway.process is not None and gateway.process.returncode is None:
+            code = await gateway.terminate()  # drains the outbox into the store
+    assert code == 0
+    assert fleet.report.acked_count == 15_000
+    # the kill really came mid-run: presses were ACKed before it and after the restart
+    assert 1_000 <= len(acked_at_kill) < 15_000, len(acked_at_kill)
+    problems = log_problems(gateway.log)
+    assert not problems, f"gateway logged: {problems[:5]}"
     rows = await stored_rows(db_url)
     assert len(rows) == 15_000
     assert_exactly_the_acked(rows, fleet.report.acked)
