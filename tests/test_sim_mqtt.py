@@ -488,7 +488,7 @@ async def test_heartbeats_are_acked_but_do_not_set_the_clock(
         # terminal has handled the heartbeat ACKs before it.
         await gateway.publish_answer(Ack(1001, FrameType.PRESSES, first.seq, int(time.time())))
         report = fleet.report[1001]
-        await fleet.report.wait_for(lambda: report.duplicate_acks == 1, timeout=5)
+        await fleet.report.wait_for(lambda: report.duplicate_acks >= 1, timeout=5)
         assert not fleet.terminals[1001].clock.synced
         heartbeats = [r.frame for r in gateway.received if isinstance(r.frame, Heartbeat)]
         assert POWER_ON_TIME <= heartbeats[-1].clock < POWER_ON_TIME + 60
