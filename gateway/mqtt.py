@@ -14,12 +14,6 @@ Backpressure: the MQTT v5 Receive Maximum tells the broker how many QoS 1
 messages may be unacknowledged at once (``max_in_flight``). A message waiting
 for a commit holds its slot, so while the outbox is slow or refusing, the
 broker stops sending and keeps the rest; nothing is buffered without bound.
-
-Answers are handed to paho without waiting for the broker's PUBACK of them:
-queued before our PUBACK of the frame, they go out first on the wire, and an
-answer lost with the connection is harmless (the terminal republishes, the
-outbox deduplicates, the gateway answers again). Waiting for that round trip
-held every in-flight slot for it and cost an asyncio future per message.
 """
 
 from __future__ import annotations
@@ -49,8 +43,6 @@ log = structlog.get_logger("gateway.mqtt")
 TRANSPORT = "mqtt"
 UP_TOPICS = "smiley/v1/+/up"
 Clock = Callable[[], float]
-# Answers paho may hold (sent or not, PUBACK pending) per in-flight slot.
-ANSWER_QUEUE_PER_SLOT = 4
 
 
 def down_topic(terminal_id: int) -> str:
@@ -123,11 +115,10 @@ class MqttIngest:
             self._backoff.reset()
             self.connected.set()
             log.info("mqtt_connected", url=self._section.url, client_id=self._section.client_id)
-            inner = _paho(client)  # once per session, not per message
             async with asyncio.TaskGroup() as handlers:
                 async for message in client.messages:
                     self.messages += 1
-                    handlers.create_task(self._handle(inner, message))
+                    handlers.create_task(self._handle(client, message))
 
     def _client(self) -> aiomqtt.Client:
         s = self._section
@@ -149,10 +140,6 @@ class MqttIngest:
             # The broker bounds what is in flight (Receive Maximum); a bounded queue
             # here would make aiomqtt discard messages, never to be redelivered.
             max_queued_incoming_messages=0,
-            # Answers are not awaited (see _handle), so paho's outgoing queue is what
-            # holds them: bound it. Past the bound paho refuses the answer, which is
-            # then lost like one cut off with the connection: the terminal republishes.
-            max_queued_outgoing_messages=ANSWER_QUEUE_PER_SLOT * s.max_in_flight,
         )
         _paho(client).manual_ack_set(True)
         return client
@@ -168,22 +155,24 @@ class MqttIngest:
             context.load_cert_chain(self._config.path(s.cert_file), self._config.path(s.key_file))
         return context
 
-    async def _handle(self, client: paho.Client, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         origin = Origin(TRANSPORT, topic, self._clock())
         try:
             answer = await self._answer(bytes(payload), topic, origin)
         except _Refusal as refusal:
             answer = await self._refuse(refusal, origin)
-        if answer is not None:
-            terminal_id, reply = answer
-            # Queued, not awaited (see the module docstring). If the connection is
-            # gone, neither this nor the PUBACK below reaches the broker: it
-            # redelivers the message to the resumed session, a fresh paho client.
-            client.publish(down_topic(terminal_id), reply, qos=1)
-        # Only now is the frame committed (or kept in quarantine): acknowledge it.
-        client.ack(message.mid, message.qos)
+        try:
+            if answer is not None:
+                terminal_id, reply = answer
+                await client.publish(down_topic(terminal_id), reply, qos=1)
+            # Only now is the frame committed (or kept in quarantine): acknowledge it.
+            _paho(client).ack(message.mid, message.qos)
+        except aiomqtt.MqttError:
+            # The connection is gone; without our PUBACK the broker redelivers the
+            # message to the resumed session, and the outbox deduplicates it.
+            return
 
     async def _answer(self, payload: bytes, topic: str, origin: Origin) -> tuple[int, bytes] | None:
         topic_id = topic_terminal(topic)
