@@ -40,6 +40,15 @@ class StoredReject:
     row: RejectRow
 
 
+def reject_values(reject: StoredReject) -> tuple[Any, ...]:
+    """A quarantined item as the column values every store's rejected table takes."""
+    r = reject.row
+    return (
+        reject.uid, r.received_at_ms, r.transport, r.peer, r.terminal_id, r.seq,
+        r.reason, r.detail, r.raw,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ImportSummary:
     added: int

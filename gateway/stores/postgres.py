@@ -53,6 +53,7 @@ from gateway.stores.base import (
     StoredReject,
     registry_from_rows,
     registry_rows,
+    reject_values,
 )
 
 # Advisory locks: one namespace for this application ("SMLY"), one key per use.
@@ -476,20 +477,7 @@ def _upsert(table: str, columns: tuple[str, ...]) -> str:
 
 
 def _reject_args(rejects: Sequence[StoredReject]) -> list[tuple[Any, ...]]:
-    rows = [
-        (
-            r.uid,
-            r.row.received_at_ms,
-            r.row.transport,
-            r.row.peer,
-            r.row.terminal_id,
-            r.row.seq,
-            r.row.reason,
-            r.row.detail,
-            r.row.raw,
-        )
-        for r in rejects
-    ]
+    rows = [reject_values(r) for r in rejects]
     rows.sort(key=lambda row: row[0])  # one lock order for every writer
     return rows
 

@@ -23,6 +23,7 @@ from gateway.stores.base import (
     StoredReject,
     registry_from_rows,
     registry_rows,
+    reject_values,
 )
 
 SCHEMA_VERSION = 1
@@ -110,23 +111,7 @@ class SqliteStore:
             if presses:
                 await db.executemany(_INSERT_PRESS, presses)
             if rejects:
-                await db.executemany(
-                    _INSERT_REJECT,
-                    [
-                        (
-                            r.uid,
-                            r.row.received_at_ms,
-                            r.row.transport,
-                            r.row.peer,
-                            r.row.terminal_id,
-                            r.row.seq,
-                            r.row.reason,
-                            r.row.detail,
-                            r.row.raw,
-                        )
-                        for r in rejects
-                    ],
-                )
+                await db.executemany(_INSERT_REJECT, [reject_values(r) for r in rejects])
             await db.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             await _rollback(db)
