@@ -19,12 +19,14 @@ from tests.support import KEYS, VECTOR_HEX, GatewayProcess, export_rows, free_po
 from tests.test_tcp import quarantined, stored
 
 
-def mqtt_section(port: int, client_id: str = "gw-test", extra: str = "") -> str:
+def mqtt_section(
+    port: int, client_id: str = "gw-test", extra: str = "", max_in_flight: int = 20
+) -> str:
     return f"""
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
 client_id = "{client_id}"
-max_in_flight = 20
+max_in_flight = {max_in_flight}
 reconnect_max_s = 1
 {extra}
 """
@@ -65,9 +67,13 @@ async def terminal(port: int, terminal_id: int = 1001) -> Terminal:
     return Terminal(client, terminal_id)
 
 
-async def gateway_with_mqtt(tmp_path: Path, broker: PrivateMosquitto) -> GatewayHarness:
+async def gateway_with_mqtt(
+    tmp_path: Path, broker: PrivateMosquitto, max_in_flight: int = 20
+) -> GatewayHarness:
     (tmp_path / "gw").mkdir()
-    h = GatewayHarness(tmp_path / "gw", extra=mqtt_section(broker.port))
+    h = GatewayHarness(
+        tmp_path / "gw", extra=mqtt_section(broker.port, max_in_flight=max_in_flight)
+    )
     await h.start()
     assert h.gateway is not None
     assert h.gateway.mqtt is not None
@@ -204,7 +210,8 @@ async def test_mosquitto_pub_interop(tmp_path: Path, broker: PrivateMosquitto) -
 async def test_slow_outbox_stops_intake_at_the_in_flight_bound(
     tmp_path: Path, broker: PrivateMosquitto
 ) -> None:
-    h = await gateway_with_mqtt(tmp_path, broker)
+    # 10, under Mosquitto's own default of 20, so the bound seen is the gateway's own.
+    h = await gateway_with_mqtt(tmp_path, broker, max_in_flight=10)
     assert h.gateway is not None
     assert h.gateway.mqtt is not None
     outbox = sqlite3.connect(h.directory / "var" / "outbox.db", isolation_level=None)
@@ -212,8 +219,11 @@ async def test_slow_outbox_stops_intake_at_the_in_flight_bound(
     t = await terminal(broker.port)
     for n in range(100):
         await t.publish(encode(presses(n * 3), KEYS[1001]))
-    await asyncio.sleep(1.0)  # give the broker time to push what it is allowed to
-    assert h.gateway.mqtt.messages <= 20  # max_in_flight: the broker holds the rest
+    async with asyncio.timeout(30):  # the broker pushes up to its Receive Maximum...
+        while h.gateway.mqtt.messages < 10:  # noqa: ASYNC110 - a counter, no event to await
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # ...and no further: a window in which a 21st could arrive
+    assert h.gateway.mqtt.messages == 10  # max_in_flight: the broker holds the other 90
     outbox.execute("ROLLBACK")
     outbox.close()
     acked: set[int] = set()
