@@ -79,11 +79,43 @@ class StoreSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SmsSection:
+    port: str = "/dev/ttyUSB2"  # a device path or socket://HOST:PORT
+    baudrate: int = 115200
+    pin: str | None = None
+    rtscts: bool = False
+    command_timeout_s: float = 10.0
+    poll_interval_s: float = 60.0  # +CMGL sweep, for indications lost in resets
+    keepalive_s: float = 30.0
+    reassembly_timeout_h: float = 24.0
+    reopen_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSection:
+    listen: str = "127.0.0.1:8080"
+    rate_limit: str = "600/minute"  # per token
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSection:
+    listen: str = "127.0.0.1:9108"  # /healthz, /readyz, /metrics
+    watchdog: bool = True  # systemd WATCHDOG=1 from the event loop when NOTIFY_SOCKET is set
+    silent_after_s: float = 900.0  # a terminal quiet this long is flagged silent
+    low_battery_pct: int = 20
+    clock_drift_s: float = 120.0
+    store_outage_budget_s: float = 3600.0  # /readyz stays ready this long with the store down
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     tcp: TcpSection | None = None
     mqtt: MqttSection | None = None
+    sms: SmsSection | None = None
     store: StoreSection = field(default_factory=StoreSection)
+    api: ApiSection | None = None
+    health: HealthSection | None = None
     base_dir: Path = Path()
 
     def path(self, value: Path) -> Path:
@@ -111,7 +143,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySection,
     "tcp": TcpSection,
     "mqtt": MqttSection,
+    "sms": SmsSection,
     "store": StoreSection,
+    "api": ApiSection,
+    "health": HealthSection,
 }
 _ALWAYS_ON = {"gateway", "store"}
 LOG_FORMATS = ("auto", "json", "console")
@@ -240,6 +275,13 @@ def _validate(config: Config) -> None:
             raise ConfigError("tcp.pipeline_depth", "must be positive")
     if config.mqtt is not None:
         _validate_mqtt(config, config.mqtt)
+    if config.sms is not None:
+        _validate_sms(config.sms)
+    if config.api is not None:
+        parse_listen("api.listen", config.api.listen)
+        parse_rate_limit("api.rate_limit", config.api.rate_limit)
+    if config.health is not None:
+        parse_listen("health.listen", config.health.listen)
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
 
@@ -285,3 +327,29 @@ def _validate_mqtt(config: Config, m: MqttSection) -> None:
             raise ConfigError(key, f"file {config.path(p)} not found")
     if m.session_expiry_s <= 0:
         raise ConfigError("mqtt.session_expiry_s", "must be positive: the session must persist")
+
+
+def _validate_sms(s: SmsSection) -> None:
+    if not s.port:
+        raise ConfigError("sms.port", "expected a device path or socket://HOST:PORT")
+    if s.port.startswith("socket://"):
+        parse_listen("sms.port", s.port[len("socket://") :])
+    if s.baudrate <= 0:
+        raise ConfigError("sms.baudrate", "must be positive")
+    if s.pin is not None and not (s.pin.isdigit() and 4 <= len(s.pin) <= 8):
+        raise ConfigError("sms.pin", "a SIM PIN is 4 to 8 digits")
+    for key in ("command_timeout_s", "poll_interval_s", "keepalive_s", "reassembly_timeout_h",
+                "reopen_max_s"):  # fmt: skip
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"sms.{key}", "must be positive")
+
+
+_RATE_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def parse_rate_limit(key: str, value: str) -> tuple[int, float]:
+    """``"600/minute"`` as (600 requests, 60.0 seconds); raise ConfigError naming ``key``."""
+    count, sep, unit = value.partition("/")
+    if not sep or not count.strip().isdigit() or int(count) <= 0 or unit.strip() not in _RATE_UNITS:
+        raise ConfigError(key, f"expected N/second, N/minute or N/hour, got {value!r}")
+    return int(count), _RATE_UNITS[unit.strip()]
