@@ -23,6 +23,7 @@ PRESS_FIELDS = (
     "transport",
     "clock_corrected",
     "received_at",
+    "misuse",
 )
 REJECT_FIELDS = (
     "received_at",
@@ -50,6 +51,7 @@ def press_record(press: StoredPress) -> dict[str, Any]:
         "transport": press.transport,
         "clock_corrected": press.clock_corrected,
         "received_at": iso_utc(press.received_at_ms / 1000),
+        "misuse": press.misuse,
     }
 
 

@@ -26,6 +26,24 @@ class PressRow(NamedTuple):
     received_at_ms: int
 
 
+class HourCountRow(NamedTuple):
+    """The count of one button in one hour from an HOURLY batch (precision ``hour``).
+
+    A later batch_seq replaces the count of an hour it covers; counts are never
+    added across batches (spec, HOURLY).
+    """
+
+    terminal_id: int
+    hour: int
+    """The UTC start of the hour, unix seconds (the terminal's hour_start + 3600 x i)."""
+    utc_offset_s: int
+    button: int
+    presses: int
+    batch_seq: int
+    transport: str
+    received_at_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class RejectRow:
     """Anything a terminal sent that was not counted, kept with the reason (quarantine)."""

@@ -83,6 +83,7 @@ async def test_export_ndjson_csv_and_rejected(harness: GatewayHarness) -> None:
         "transport": "tcp",
         "clock_corrected": False,
         "received_at": "2026-01-01T00:01:03Z",
+        "misuse": False,
     }
 
     window = cli(

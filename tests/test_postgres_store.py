@@ -26,7 +26,7 @@ import pytest
 from gateway.config import load_config
 from gateway.errors import ConfigError, SchemaError, StoreError
 from gateway.registry import parse_registry
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores import CentralStore, ImportSummary, StoredPress, StoredReject, open_store
 from gateway.stores.postgres import PostgresStore, migrations, partition_name
 from gateway.stores.sqlite import SqliteStore
@@ -271,7 +271,7 @@ async def rollup(url: str) -> list[tuple[Any, ...]]:
     async with sql(url) as conn:
         rows = await conn.fetch(
             "SELECT survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses"
-            " FROM press_hourly ORDER BY 1, 2, 3, 4, 5, 6, 7"
+            " FROM press_hourly WHERE presses <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
         )
     return [tuple(r) for r in rows]
 
@@ -349,9 +349,9 @@ async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str)
             "SELECT coalesce(t.survey, -1), coalesce(t.location, -1), p.terminal_id,"
             " date_trunc('hour', p.occurred_at + make_interval(secs => p.utc_offset_s), 'UTC')"
             "   - make_interval(secs => p.utc_offset_s),"
-            " p.utc_offset_s, p.button, false, sum(p.count)"
+            " p.utc_offset_s, p.button, p.misuse, sum(p.count)"
             " FROM press AS p LEFT JOIN terminal AS t ON t.id = p.terminal_id"
-            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+            " GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7"
         )
         hour_of_half = await conn.fetchval(
             "SELECT extract(epoch FROM hour)::bigint FROM press_hourly WHERE terminal_id = 1002"
@@ -363,6 +363,86 @@ async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str)
     assert {row[:2] for row in table} == {(100, 11), (-1, -1)}  # 4242 is not registered
     assert sum(row[-1] for row in table) == len(await all_presses(pg))
     assert hour_of_half == JAN_2026 + 9 * HOUR + 30 * 60
+
+
+# --- misuse flags and hour counts ---------------------------------------------------------
+
+
+def greedy_flags(times: list[tuple[int, int]], interval_s: int) -> dict[int, bool]:
+    """The vendor's rule by hand: misuse within the interval after the last counted press."""
+    flags, last = {}, None
+    for at, seq in sorted(times):
+        flags[seq] = last is not None and at - last < interval_s
+        if not flags[seq]:
+            last = at
+    return flags
+
+
+async def test_contract_misuse_flags_in_order(any_store: CentralStore) -> None:
+    await any_store.import_registry(REGISTRY)  # survey 100: misuse_interval_s = 5
+    offsets = [0, 2, 4, 5, 6, 9, 10, 30]
+    await any_store.write([press(1001, i, JAN_2026 + at) for i, at in enumerate(offsets)], [])
+    flags = [p.misuse for p in await all_presses(any_store)]
+    # 0 counted; 2, 4 within 5 s of it; 5 counted; 6, 9 within 5 s of 5; 10 counted; 30 counted
+    assert flags == [False, True, True, False, True, True, False, False]
+
+
+async def test_contract_misuse_flags_do_not_depend_on_arrival_order(
+    any_store: CentralStore,
+) -> None:
+    await any_store.import_registry(REGISTRY)
+    rng = random.Random(5)
+    times = [(JAN_2026 + rng.randrange(0, 400), seq) for seq in range(300)]
+    rows = [press(1001, seq, at) for at, seq in times]
+    unknown = [press(4242, seq, at) for at, seq in times[:20]]  # no survey: never misuse
+    rng.shuffle(rows)
+    for start in range(0, len(rows), 37):  # late and early presses in every batch
+        await any_store.write(rows[start : start + 37], [])
+    await any_store.write(rows[:50] + unknown, [])  # resends change nothing
+    stored = await all_presses(any_store)
+    assert {p.seq: p.misuse for p in stored if p.terminal_id == 1001} == greedy_flags(times, 5)
+    assert not any(p.misuse for p in stored if p.terminal_id == 4242)
+
+
+async def test_contract_hour_counts_replaced_by_a_later_batch_only(
+    any_store: CentralStore,
+) -> None:
+    def hours(batch_seq: int, counts: list[int], hour: int = JAN_2026) -> list[HourCountRow]:
+        return [
+            HourCountRow(1002, hour, 3600, button, n, batch_seq, "sms", 1000 * batch_seq)
+            for button, n in enumerate(counts, start=1)
+        ]
+
+    await any_store.write([], [], hours(41, [1, 0, 5, 12]))
+    await any_store.write(
+        [], [], hours(42, [2, 0, 6, 12]) + hours(42, [0, 0, 0, 1], JAN_2026 + HOUR)
+    )
+    await any_store.write([], [], hours(41, [9, 9, 9, 9]))  # older: changes nothing
+    await any_store.write([], [], hours(42, [7, 7, 7, 7]))  # same batch again: nothing
+    stored = await all_presses(any_store)
+    assert [(p.occurred_at - JAN_2026, p.button, p.count, p.seq) for p in stored] == [
+        (0, 1, 2, 42), (0, 3, 6, 42), (0, 4, 12, 42), (HOUR, 4, 1, 42),
+    ]  # fmt: skip
+    assert {(p.precision, p.transport, p.local_time[-6:]) for p in stored} == {
+        ("hour", "sms", "+01:00")
+    }
+
+
+async def test_late_presses_move_rollup_counts_between_misuse_rows(
+    pg: PostgresStore, db_url: str
+) -> None:
+    await pg.import_registry(REGISTRY)
+    await pg.write([press(1001, 1, JAN_2026), press(1001, 3, JAN_2026 + 6)], [])
+    await pg.write([press(1001, 2, JAN_2026 + 3)], [])  # late, within 5 s of seq 1: misuse
+    await pg.write([press(1001, 0, JAN_2026 - 2)], [])  # earlier still: seq 1 is now misuse,
+    # so seq 2 (5 s after seq 0) is counted, and seq 3 is within 5 s of it
+    flags = {p.seq: p.misuse for p in await all_presses(pg)}
+    assert flags == {0: False, 1: True, 2: False, 3: True}
+    table = await rollup(db_url)
+    by_flag = Counter[bool]()
+    for row in table:
+        by_flag[row[6]] += row[7]
+    assert by_flag == {False: 2, True: 2}
 
 
 # --- several gateways --------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from gateway.errors import RegistryError, StoreError
 from gateway.registry import Registry, parse_registry
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import format_local
 
 
@@ -27,6 +27,8 @@ class StoredPress:
     transport: str
     clock_corrected: bool
     received_at_ms: int
+    misuse: bool = False
+    """Within the survey's misuse interval after the terminal's last counted press."""
 
     @property
     def local_time(self) -> str:
@@ -104,8 +106,18 @@ def registry_from_rows(rows: dict[str, list[Sequence[Any]]]) -> Registry:
 class CentralStore(Protocol):
     """Idempotent on (terminal_id, seq) and on each reject's uid, so retries change nothing."""
 
-    async def write(self, presses: Sequence[PressRow], rejects: Sequence[StoredReject]) -> None:
-        """Commit a batch; return only after the commit, raise StoreError if it failed."""
+    async def write(
+        self,
+        presses: Sequence[PressRow],
+        rejects: Sequence[StoredReject],
+        hours: Sequence[HourCountRow] = (),
+    ) -> None:
+        """Commit a batch; return only after the commit, raise StoreError if it failed.
+
+        Presses are kept once per (terminal_id, seq), with their misuse flags
+        kept current; an hour count replaces the stored one only from a higher
+        batch_seq.
+        """
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
         """Insert or update every registry entry; running it twice changes nothing."""

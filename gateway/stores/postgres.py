@@ -45,7 +45,7 @@ import asyncpg.pool
 
 from gateway.errors import ConfigError, SchemaError, StoreError
 from gateway.registry import Registry
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores.base import (
     REGISTRY_COLUMNS,
     ImportSummary,
@@ -55,6 +55,7 @@ from gateway.stores.base import (
     registry_rows,
     reject_values,
 )
+from gateway.stores.pg_misuse import UPSERT_HOURS, hour_args, reflag_batch
 
 # Advisory locks: one namespace for this application ("SMLY"), one key per use.
 LOCK_NAMESPACE = 0x534D4C59
@@ -162,7 +163,11 @@ _INSERT_REJECT = (
 
 _SELECT_PRESSES = (
     "SELECT terminal_id, seq, extract(epoch FROM occurred_at)::bigint, utc_offset_s, precision,"
-    " button, followup, count, transport, clock_corrected, received_at_ms FROM press"
+    " button, followup, count, transport, clock_corrected, received_at_ms, misuse FROM press"
+)
+_SELECT_HOURS = (
+    "SELECT terminal_id, batch_seq, extract(epoch FROM hour)::bigint, utc_offset_s, 'hour',"
+    " button, 0, count, transport, false, received_at_ms, false FROM hourly"
 )
 _SELECT_REJECTED = (
     "SELECT uid, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
@@ -240,8 +245,13 @@ class PostgresStore:
         except TimeoutError:  # a connection still out (an abandoned stream): cut it
             self._pool.terminate()
 
-    async def write(self, presses: Sequence[PressRow], rejects: Sequence[StoredReject]) -> None:
-        if not presses and not rejects:
+    async def write(
+        self,
+        presses: Sequence[PressRow],
+        rejects: Sequence[StoredReject],
+        hours: Sequence[HourCountRow] = (),
+    ) -> None:
+        if not presses and not rejects and not hours:
             return
         months = _months_of(presses)
         try:
@@ -254,6 +264,9 @@ class PostgresStore:
                         "press_stage", records=presses, columns=_STAGE_COLUMNS
                     )
                     await conn.execute(_INSERT_FROM_STAGE)
+                    await reflag_batch(conn, presses)
+                if hours:
+                    await conn.execute(UPSERT_HOURS, *hour_args(hours))
                 if rejects:
                     await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
@@ -308,7 +321,12 @@ class PostgresStore:
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
         where, args = _time_window("occurred_at", "to_timestamp({})", since, until)
-        query = f"{_SELECT_PRESSES}{where} ORDER BY occurred_at, terminal_id, seq"
+        hour_where, _ = _time_window("hour", "to_timestamp({})", since, until)
+        hour_where = f"{hour_where} AND count > 0" if hour_where else " WHERE count > 0"
+        # Hour counts come as one row per button and hour, seq being the batch_seq.
+        query = (
+            f"{_SELECT_PRESSES}{where} UNION ALL {_SELECT_HOURS}{hour_where} ORDER BY 3, 1, 2, 6"
+        )
         async for row in self._stream(query, args):
             yield StoredPress(*row)
 

@@ -15,7 +15,7 @@ import aiosqlite
 
 from gateway.errors import SchemaError, StoreError
 from gateway.registry import Registry
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores.base import (
     REGISTRY_COLUMNS,
     ImportSummary,
@@ -25,9 +25,10 @@ from gateway.stores.base import (
     registry_rows,
     reject_values,
 )
+from gateway.stores.misuse import reflag
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+_SCHEMA_V1 = """
 CREATE TABLE company (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE location (
     id INTEGER PRIMARY KEY, company TEXT NOT NULL, name TEXT NOT NULL,
@@ -69,16 +70,53 @@ CREATE TABLE rejected (
 );
 CREATE INDEX rejected_time ON rejected (received_at_ms);
 """
+# Version 2: misuse flags (gateway/stores/misuse.py) and hour-precision counts.
+_SCHEMA_V2 = """
+ALTER TABLE press ADD COLUMN misuse INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX press_terminal_time ON press (terminal_id, occurred_at, seq);
+CREATE TABLE hourly (
+    terminal_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
+    button INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    batch_seq INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, hour, button)
+) WITHOUT ROWID;
+CREATE INDEX hourly_time ON hourly (hour);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 _INSERT_PRESS = (  # columns in PressRow order, so rows go in as they are
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
     " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# A later batch replaces an hour's count; the same or an older batch changes nothing.
+_UPSERT_HOUR = (
+    "INSERT INTO hourly (terminal_id, hour, utc_offset_s, button, count, batch_seq, transport,"
+    " received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (terminal_id, hour, button)"
+    " DO UPDATE SET count = excluded.count, batch_seq = excluded.batch_seq,"
+    " utc_offset_s = excluded.utc_offset_s, received_at_ms = excluded.received_at_ms"
+    " WHERE excluded.batch_seq > hourly.batch_seq"
 )
 _INSERT_REJECT = (
     "INSERT OR IGNORE INTO rejected (uid, received_at_ms, transport, peer, terminal_id, seq,"
     " reason, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _STREAM_CHUNK = 2000
+_WALK_CHUNK = 256
+# The terminal's misuse interval, and the last counted press before a time.
+_MISUSE_START = (
+    "SELECT s.misuse_interval_s, (SELECT max(occurred_at) FROM press"
+    " WHERE terminal_id = ? AND occurred_at < ? AND misuse = 0)"
+    " FROM terminal AS t JOIN survey AS s ON s.id = t.survey WHERE t.id = ?"
+)
+_WALK = (
+    "SELECT seq, occurred_at, misuse FROM press WHERE terminal_id = ? AND occurred_at >= ?"
+    " ORDER BY occurred_at, seq"
+)
 
 
 class SqliteStore:
@@ -104,18 +142,57 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
-    async def write(self, presses: Sequence[PressRow], rejects: Sequence[StoredReject]) -> None:
+    async def write(
+        self,
+        presses: Sequence[PressRow],
+        rejects: Sequence[StoredReject],
+        hours: Sequence[HourCountRow] = (),
+    ) -> None:
         db = self._db
         try:
             await db.execute("BEGIN IMMEDIATE")
             if presses:
                 await db.executemany(_INSERT_PRESS, presses)
+                await self._reflag(presses)
+            if hours:
+                await db.executemany(_UPSERT_HOUR, hours)
             if rejects:
                 await db.executemany(_INSERT_REJECT, [reject_values(r) for r in rejects])
             await db.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             await _rollback(db)
             raise StoreError(f"sqlite store: {exc}") from exc
+
+    async def _reflag(self, presses: Sequence[PressRow]) -> None:
+        """Bring the misuse flags of the terminals in ``presses`` up to date."""
+        spans: dict[int, tuple[int, int]] = {}
+        for p in presses:
+            low, high = spans.get(p.terminal_id, (p.occurred_at, p.occurred_at))
+            spans[p.terminal_id] = (min(low, p.occurred_at), max(high, p.occurred_at))
+        db = self._db
+        for terminal_id, (first, latest) in spans.items():
+            async with db.execute(_MISUSE_START, (terminal_id, first, terminal_id)) as cursor:
+                row = await cursor.fetchone()
+            if row is None or not row[0]:
+                continue  # unknown terminal or no misuse interval
+            interval, last_counted = row
+            changes: list[tuple[int, int, bool]] = []
+            async with db.execute(_WALK, (terminal_id, first)) as cursor:
+                while chunk := await cursor.fetchmany(_WALK_CHUNK):
+                    walk = reflag(
+                        ((seq, at, bool(flag)) for seq, at, flag in chunk),
+                        last_counted=last_counted,
+                        interval_s=interval,
+                        settled_after=latest,
+                    )
+                    changes += walk.changes
+                    last_counted = walk.last_counted
+                    if walk.settled:
+                        break
+            await db.executemany(
+                "UPDATE press SET misuse = ? WHERE terminal_id = ? AND seq = ?",
+                [(int(flag), terminal_id, seq) for seq, _, flag in changes],
+            )
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
         rows = registry_rows(registry)
@@ -153,14 +230,20 @@ class SqliteStore:
         return registry_from_rows(rows)
 
     async def presses(self, since: int | None, until: int | None) -> AsyncIterator[StoredPress]:
+        # Hour counts come as one row per button and hour, seq being the batch_seq.
         query = (
             "SELECT terminal_id, seq, occurred_at, utc_offset_s, precision, button, followup,"
-            " count, transport, clock_corrected, received_at_ms FROM press"
-            " WHERE occurred_at >= ? AND occurred_at < ? ORDER BY occurred_at, terminal_id, seq"
+            " count, transport, clock_corrected, received_at_ms, misuse FROM press"
+            " WHERE occurred_at >= ?1 AND occurred_at < ?2"
+            " UNION ALL SELECT terminal_id, batch_seq, hour, utc_offset_s, 'hour', button, 0,"
+            " count, transport, 0, received_at_ms, 0 FROM hourly"
+            " WHERE hour >= ?1 AND hour < ?2 AND count > 0"
+            " ORDER BY 3, 1, 2, 6"
         )
         async for row in self._stream(query, _bounds(since, until)):
             values = list(row)
             values[9] = bool(values[9])
+            values[11] = bool(values[11])
             yield StoredPress(*values)
 
     async def rejected(self, since: int | None, until: int | None) -> AsyncIterator[StoredReject]:
@@ -200,15 +283,17 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     version = row[0] if row else 0
     if version == SCHEMA_VERSION:
         return
-    if version != 0:
-        raise SchemaError(f"store schema version {version} is not known to this gateway")
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"store schema version {version} is newer than this gateway knows")
     await db.execute("BEGIN IMMEDIATE")
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
-    if row and row[0] == SCHEMA_VERSION:  # another process migrated while we waited
+    version = row[0] if row else 0
+    if version == SCHEMA_VERSION:  # another process migrated while we waited
         await db.execute("COMMIT")
         return
-    for statement in filter(str.strip, _SCHEMA.split(";")):
-        await db.execute(statement)
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+            await db.execute(statement)
     await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     await db.execute("COMMIT")

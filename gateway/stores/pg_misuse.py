@@ -1,0 +1,122 @@
+"""Misuse flags and hour counts in the PostgreSQL store, inside the writer's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import asyncpg
+import asyncpg.pool
+
+from gateway.rows import HourCountRow, PressRow
+from gateway.stores.misuse import reflag
+
+_Connection: TypeAlias = (
+    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+)
+
+_WALK_LIMIT = 1000  # presses per terminal read at once; a walk usually settles in a few
+
+# Each terminal of the batch with a misuse interval, and its last counted press
+# before the earliest press of the batch.
+_STARTS = """
+SELECT x.terminal_id, s.misuse_interval_s,
+       (SELECT extract(epoch FROM p.occurred_at)::bigint FROM press AS p
+        WHERE p.terminal_id = x.terminal_id AND p.occurred_at < to_timestamp(x.first)
+          AND NOT p.misuse
+        ORDER BY p.occurred_at DESC, p.seq DESC LIMIT 1)
+FROM unnest($1::bigint[], $2::bigint[]) AS x(terminal_id, first)
+JOIN terminal AS t ON t.id = x.terminal_id
+JOIN survey AS s ON s.id = t.survey
+WHERE s.misuse_interval_s > 0
+"""
+_WALK = """
+SELECT x.terminal_id, w.seq, w.at, w.misuse
+FROM unnest($1::bigint[], $2::bigint[]) AS x(terminal_id, first)
+CROSS JOIN LATERAL (
+    SELECT seq, extract(epoch FROM occurred_at)::bigint AS at, misuse FROM press
+    WHERE terminal_id = x.terminal_id AND occurred_at >= to_timestamp(x.first)
+    ORDER BY occurred_at, seq OFFSET $3 LIMIT $4
+) AS w
+ORDER BY x.terminal_id, w.at, w.seq
+"""
+# Set the new flags and move their counts between the rollup's misuse rows.
+_APPLY = """
+WITH changed AS (
+    UPDATE press AS p SET misuse = c.misuse
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[])
+         AS c(terminal_id, seq, at, misuse)
+    WHERE p.terminal_id = c.terminal_id AND p.seq = c.seq
+      AND p.occurred_at = to_timestamp(c.at) AND p.misuse <> c.misuse
+    RETURNING p.terminal_id, extract(epoch FROM p.occurred_at)::bigint AS at, p.utc_offset_s,
+              p.button, p.count, p.misuse
+), moves AS (
+    SELECT terminal_id, at, utc_offset_s, button, misuse, count AS delta FROM changed
+    UNION ALL
+    SELECT terminal_id, at, utc_offset_s, button, NOT misuse, -count FROM changed
+)
+INSERT INTO press_hourly AS h
+    (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
+SELECT coalesce(t.survey, -1), coalesce(t.location, -1), m.terminal_id,
+       to_timestamp(m.at - ((m.at + m.utc_offset_s) % 3600 + 3600) % 3600),
+       m.utc_offset_s, m.button, m.misuse, sum(m.delta)
+FROM moves AS m LEFT JOIN terminal AS t ON t.id = m.terminal_id
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+ORDER BY 1, 2, 3, 4, 5, 6, 7
+ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
+DO UPDATE SET presses = h.presses + EXCLUDED.presses
+"""
+UPSERT_HOURS = """
+INSERT INTO hourly AS h (terminal_id, hour, utc_offset_s, button, count, batch_seq, transport,
+                         received_at_ms)
+SELECT terminal_id, to_timestamp(hour), utc_offset_s, button, count, batch_seq, transport,
+       received_at_ms
+FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::smallint[], $5::integer[],
+            $6::bigint[], $7::text[], $8::bigint[])
+     AS x(terminal_id, hour, utc_offset_s, button, count, batch_seq, transport, received_at_ms)
+ORDER BY terminal_id, hour, button
+ON CONFLICT (terminal_id, hour, button) DO UPDATE
+SET count = EXCLUDED.count, batch_seq = EXCLUDED.batch_seq,
+    utc_offset_s = EXCLUDED.utc_offset_s, received_at_ms = EXCLUDED.received_at_ms
+WHERE EXCLUDED.batch_seq > h.batch_seq
+"""
+
+
+def hour_args(hours: Sequence[HourCountRow]) -> list[list[object]]:
+    """The rows as one array per column, for UPSERT_HOURS."""
+    return [list(column) for column in zip(*hours, strict=True)]
+
+
+async def reflag_batch(conn: _Connection, presses: Sequence[PressRow]) -> None:
+    """Bring the misuse flags of the batch's terminals up to date (module docstring)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for p in presses:
+        low, high = spans.get(p.terminal_id, (p.occurred_at, p.occurred_at))
+        spans[p.terminal_id] = (min(low, p.occurred_at), max(high, p.occurred_at))
+    ids = list(spans)
+    firsts = [spans[t][0] for t in ids]
+    starts = {r[0]: (r[1], r[2]) for r in await conn.fetch(_STARTS, ids, firsts)}
+    walking = {t: starts[t][1] for t in ids if t in starts}  # terminal: last counted
+    changes: list[tuple[int, int, int, bool]] = []
+    offset = 0
+    while walking:
+        tids = list(walking)
+        rows = await conn.fetch(_WALK, tids, [spans[t][0] for t in tids], offset, _WALK_LIMIT)
+        by_terminal: dict[int, list[tuple[int, int, bool]]] = {t: [] for t in tids}
+        for r in rows:
+            by_terminal[r[0]].append((r[1], r[2], r[3]))
+        for terminal_id, walked in by_terminal.items():
+            walk = reflag(
+                walked,
+                last_counted=walking[terminal_id],
+                interval_s=starts[terminal_id][0],
+                settled_after=spans[terminal_id][1],
+            )
+            changes += [(terminal_id, seq, at, flag) for seq, at, flag in walk.changes]
+            if walk.settled or len(walked) < _WALK_LIMIT:
+                del walking[terminal_id]
+            else:
+                walking[terminal_id] = walk.last_counted
+        offset += _WALK_LIMIT
+    if changes:
+        await conn.execute(_APPLY, *[list(column) for column in zip(*changes, strict=True)])
