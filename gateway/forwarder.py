@@ -73,7 +73,7 @@ class Forwarder:
                 StoredReject(f"{self._outbox.gateway_id}:{rid}", row)
                 for rid, row in zip(pending.reject_ids, pending.rejects, strict=True)
             ]
-            await self._store.write(pending.presses, rejects)
+            await self._store.write(pending.presses, rejects, pending.hours)
             await self._outbox.forwarded(pending)
             self.forwarded += len(pending)
             return len(pending)

@@ -22,21 +22,23 @@ import contextlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
 
 from gateway.errors import OutboxBusy, SchemaError
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 
 log = structlog.get_logger("gateway.outbox")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+_SCHEMA_V1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE press (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +67,44 @@ CREATE TABLE rejected (
 CREATE UNIQUE INDEX rejected_record ON rejected (terminal_id, seq, reason) WHERE seq IS NOT NULL;
 CREATE TABLE terminal_seq (terminal_id INTEGER PRIMARY KEY, max_seq INTEGER NOT NULL);
 """
+# Version 2: SMS. hour_count is forwarded like press; the sms_ tables stay here
+# (gateway/sms_intake.py): batches seen, parts waiting for the rest of their
+# message, and digests of messages already taken, so that a message read twice
+# (an indication repeated, routed and stored, or not deleted before a crash) is
+# taken once.
+_SCHEMA_V2 = """
+CREATE TABLE hour_count (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    terminal_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
+    button INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    batch_seq INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL
+);
+CREATE TABLE sms_batch (
+    terminal_id INTEGER NOT NULL,
+    batch_seq INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, batch_seq)
+) WITHOUT ROWID;
+CREATE TABLE sms_part (
+    sender TEXT NOT NULL,
+    reference INTEGER NOT NULL,
+    reference_bits INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    pdu BLOB NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sender, reference, reference_bits, total, part)
+) WITHOUT ROWID;
+CREATE TABLE sms_seen (digest BLOB PRIMARY KEY, received_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX sms_seen_time ON sms_seen (received_at_ms);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 _INSERT_PRESS = (
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
@@ -91,8 +131,15 @@ class _Commit:
 @dataclass(slots=True)
 class _Delete:
     press_upto: int | None
+    hour_upto: int | None
     reject_ids: Sequence[int]
     done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Apply:
+    work: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    done: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +154,11 @@ class Pending:
     press_upto: int | None = None
     rejects: list[RejectRow] = field(default_factory=list)
     reject_ids: list[int] = field(default_factory=list)
+    hours: list[HourCountRow] = field(default_factory=list)
+    hour_upto: int | None = None
 
     def __len__(self) -> int:
-        return len(self.presses) + len(self.rejects)
+        return len(self.presses) + len(self.rejects) + len(self.hours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +166,7 @@ class Backlog:
     presses: int
     rejects: int
     oldest_received_at_ms: int | None
+    hours: int = 0
 
 
 class Outbox:
@@ -137,7 +187,7 @@ class Outbox:
         self.gateway_id = gateway_id
         self._max_seqs = max_seqs
         self._batch_max = batch_max
-        self._jobs: asyncio.Queue[_Commit | _Delete] = asyncio.Queue(queue_size)
+        self._jobs: asyncio.Queue[_Commit | _Delete | _Apply] = asyncio.Queue(queue_size)
         self.committed_presses = 0
         """Presses new to the outbox; a resend of a row still here is not counted."""
         self.committed_rejects = 0
@@ -147,6 +197,7 @@ class Outbox:
         # never hands out a row twice, even from a reader snapshot a moment old.
         self._forwarded_press_id = 0
         self._forwarded_reject_id = 0
+        self._forwarded_hour_id = 0
 
     @classmethod
     async def open(
@@ -185,11 +236,25 @@ class Outbox:
         await self._jobs.put(_Commit(presses, rejects, done))
         await done
 
+    async def apply(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in a write transaction of its own; return its result once committed.
+
+        The transaction is rolled back if ``work`` raises; a database error
+        becomes OutboxBusy, anything else is raised as it is.
+        """
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._jobs.put(_Apply(work, done))
+        return await done
+
     async def forwarded(self, pending: Pending) -> None:
         """Delete rows the central store has committed."""
         done = asyncio.get_running_loop().create_future()
-        await self._jobs.put(_Delete(pending.press_upto, pending.reject_ids, done))
+        await self._jobs.put(
+            _Delete(pending.press_upto, pending.hour_upto, pending.reject_ids, done)
+        )
         await done
+        if pending.hour_upto is not None:
+            self._forwarded_hour_id = max(self._forwarded_hour_id, pending.hour_upto)
         if pending.press_upto is not None:
             self._forwarded_press_id = max(self._forwarded_press_id, pending.press_upto)
         if pending.reject_ids:
@@ -210,7 +275,15 @@ class Outbox:
             (self._forwarded_reject_id, limit),
         ) as cursor:
             reject_rows = list(await cursor.fetchall())
+        async with self._reader.execute(
+            "SELECT id, terminal_id, hour, utc_offset_s, button, count, batch_seq, transport,"
+            " received_at_ms FROM hour_count WHERE id > ? ORDER BY id LIMIT ?",
+            (self._forwarded_hour_id, limit),
+        ) as cursor:
+            hour_rows = list(await cursor.fetchall())
         return Pending(
+            hours=[HourCountRow(*row[1:]) for row in hour_rows],
+            hour_upto=hour_rows[-1][0] if hour_rows else None,
             presses=[_press_row(row) for row in press_rows],
             press_upto=press_rows[-1][0] if press_rows else None,
             rejects=[RejectRow(*row[1:]) for row in reject_rows],
@@ -222,12 +295,14 @@ class Outbox:
             "SELECT (SELECT count(*) FROM press), (SELECT count(*) FROM rejected),"
             # SQLite's two-argument min() is NULL if either side is: coalesce first
             " min(coalesce((SELECT min(received_at_ms) FROM press), 1 << 62),"
-            " coalesce((SELECT min(received_at_ms) FROM rejected), 1 << 62))"
+            " coalesce((SELECT min(received_at_ms) FROM rejected), 1 << 62),"
+            " coalesce((SELECT min(received_at_ms) FROM hour_count), 1 << 62)),"
+            " (SELECT count(*) FROM hour_count)"
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
         oldest = row[2] if row[2] != 1 << 62 else None
-        return Backlog(row[0], row[1], oldest)
+        return Backlog(row[0], row[1], oldest, row[3])
 
     async def run(self) -> None:
         """The single writer: take waiting jobs, commit them together, resolve them."""
@@ -244,6 +319,31 @@ class Outbox:
                 await self._settle(deletes, self._delete(deletes))
             if commits:
                 await self._settle(commits, self._insert(commits))
+            for job in jobs:
+                if isinstance(job, _Apply):
+                    await self._apply(job)
+
+    async def _apply(self, job: _Apply) -> None:
+        db = self._writer
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            result = await job.work(db)
+            await db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            self.busy_errors += 1
+            log.error("outbox_commit_failed", error=str(exc), jobs=1)
+            await self._rollback()
+            job.done.set_exception(OutboxBusy(f"outbox cannot commit: {exc}"))
+        except Exception as exc:  # the work's own error: nothing of it stays
+            await self._rollback()
+            job.done.set_exception(exc)
+        else:
+            self.commits += 1
+            job.done.set_result(result)
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await self._writer.rollback()
 
     async def _settle(
         self, jobs: Sequence[_Commit] | Sequence[_Delete], work: Coroutine[None, None, None]
@@ -253,8 +353,7 @@ class Outbox:
         except (sqlite3.Error, ValueError) as exc:
             self.busy_errors += 1
             log.error("outbox_commit_failed", error=str(exc), jobs=len(jobs))
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self._writer.rollback()
+            await self._rollback()
             for job in jobs:
                 if not job.done.done():
                     job.done.set_exception(OutboxBusy(f"outbox cannot commit: {exc}"))
@@ -311,6 +410,9 @@ class Outbox:
         reject_ids = [(i,) for job in jobs for i in job.reject_ids]
         if upto is not None:
             await db.execute("DELETE FROM press WHERE id <= ?", (upto,))
+        hour_upto = max((job.hour_upto for job in jobs if job.hour_upto is not None), default=None)
+        if hour_upto is not None:
+            await db.execute("DELETE FROM hour_count WHERE id <= ?", (hour_upto,))
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
@@ -323,10 +425,12 @@ def _press_row(row: Any) -> PressRow:
     )
 
 
-def _rows_in(job: _Commit | _Delete) -> int:
+def _rows_in(job: _Commit | _Delete | _Apply) -> int:
     if isinstance(job, _Commit):
         return len(job.presses) + len(job.rejects)
-    return len(job.reject_ids) + 1
+    if isinstance(job, _Delete):
+        return len(job.reject_ids) + 1
+    return 1
 
 
 async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
@@ -336,18 +440,21 @@ async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = row[0] if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"outbox schema version {version} is newer than this gateway knows")
     if version == 0:
         await db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+    if version < SCHEMA_VERSION:
         await db.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            await db.execute(statement)
-        await db.execute(
-            "INSERT INTO meta (name, value) VALUES ('gateway_id', ?)", (secrets.token_hex(8),)
-        )
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                await db.execute(statement)
+        if version == 0:
+            await db.execute(
+                "INSERT INTO meta (name, value) VALUES ('gateway_id', ?)", (secrets.token_hex(8),)
+            )
         await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         await db.execute("COMMIT")
-    elif version != SCHEMA_VERSION:
-        raise SchemaError(f"outbox schema version {version} is newer than this gateway knows")
     await set_budget(db, max_mb)
 
 

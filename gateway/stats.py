@@ -34,7 +34,7 @@ class StatsReporter:
                 connections=self._gateway.tcp.connections if self._gateway.tcp else 0,
                 presses=committed,
                 presses_per_s=round((committed - last_presses) / (now - last_time), 1),
-                outbox_depth=backlog.presses + backlog.rejects,
+                outbox_depth=backlog.presses + backlog.rejects + backlog.hours,
                 forward_lag_s=round(time.time() - oldest / 1000, 1) if oldest else 0.0,
                 forwarded=self._gateway.forwarder.forwarded,
                 quarantined=counters.rejected_records + counters.refused_frames,

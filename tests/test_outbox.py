@@ -7,11 +7,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from gateway.errors import OutboxBusy, SchemaError
 from gateway.forwarder import Forwarder
-from gateway.outbox import Backlog, Outbox
+from gateway.outbox import _SCHEMA_V1, Backlog, Outbox
 from gateway.rows import PressRow
 from gateway.stores.sqlite import SqliteStore
 from protocols.constants import NakCode
@@ -157,3 +158,50 @@ async def test_forwarding_under_load_moves_each_row_once(tmp_path: Path) -> None
     assert (await outbox.backlog()) == Backlog(0, 0, None)
     await store.close()
     await outbox.close()
+
+
+async def test_a_version_1_outbox_is_upgraded_with_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA_V1)
+    old.execute("INSERT INTO meta VALUES ('gateway_id', 'cafe')")
+    old.execute(
+        "INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
+        " clock_corrected, transport, received_at_ms) VALUES (1001, 7, 1767225600, 0, 1, 0, 0,"
+        " 'tcp', 5)"
+    )
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    outbox = await Outbox.open(path, max_mb=64)
+    try:
+        assert outbox.gateway_id == "cafe"
+        pending = await outbox.pending(10)
+        assert [(p.terminal_id, p.seq) for p in pending.presses] == [(1001, 7)]
+        assert pending.hours == []
+    finally:
+        await outbox.close()
+
+
+async def test_apply_commits_its_work_or_nothing(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    writer = asyncio.create_task(outbox.run())
+
+    async def seen(db: aiosqlite.Connection, digest: bytes, fail: bool) -> int:
+        await db.execute("INSERT INTO sms_seen VALUES (?, 1)", (digest,))
+        if fail:
+            raise LookupError("the work's own error")
+        return 42
+
+    try:
+        assert await outbox.apply(lambda db: seen(db, b"a", False)) == 42
+        with pytest.raises(LookupError):
+            await outbox.apply(lambda db: seen(db, b"b", True))
+        with pytest.raises(OutboxBusy):  # a database error: the primary key is taken
+            await outbox.apply(lambda db: seen(db, b"a", False))
+        async with outbox._reader.execute("SELECT digest FROM sms_seen") as cursor:
+            assert [r[0] for r in await cursor.fetchall()] == [b"a"]
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await outbox.close()
