@@ -20,10 +20,12 @@ from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
 from gateway.forwarder import Forwarder
 from gateway.ingest import Ingest
+from gateway.modem import Modem
 from gateway.mqtt import MqttIngest
 from gateway.outbox import Outbox
 from gateway.registry import Registry, load_registry
 from gateway.registry_source import registry_for
+from gateway.sms_intake import SmsIntake
 from gateway.stats import StatsReporter
 from gateway.stores import CentralStore, open_store
 from gateway.tcp import TcpServer, server_ssl_context
@@ -31,6 +33,7 @@ from gateway.tcp import TcpServer, server_ssl_context
 log = structlog.get_logger("gateway.app")
 
 SHUTDOWN_GRACE_S = 10.0
+SMS_EXPIRY_INTERVAL_S = 300.0
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Gateway:
     forwarder: Forwarder
     tcp: TcpServer | None
     mqtt: MqttIngest | None
+    sms: SmsIntake | None = None
+    modem: Modem | None = None
     registry_in_store: bool = False
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -78,6 +83,14 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
     mqtt = MqttIngest(config, ingest, registry, clock=clock) if config.mqtt is not None else None
     gateway = Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
+    if config.sms is not None:
+        gateway.sms = SmsIntake(
+            registry,
+            outbox,
+            reassembly_timeout_s=config.sms.reassembly_timeout_h * 3600,
+            clock=clock,
+        )
+        gateway.modem = Modem(config.sms, gateway.sms.take)
     gateway.registry_in_store = from_store
     with contextlib.suppress(StoreError):  # logged; run() retries it
         await _import_registry(gateway)
@@ -123,7 +136,8 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     reporter = asyncio.create_task(stats.run(), name="stats")
     mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
     importer = asyncio.create_task(_import_registry_until_done(gateway), name="registry")
-    background = (writer, forwarder, reporter, mqtt, importer)
+    modem = asyncio.create_task(_run_modem(gateway), name="modem")
+    background = (writer, forwarder, reporter, mqtt, importer, modem)
     stopped = asyncio.create_task(stop.wait(), name="stop")
     try:
         if gateway.tcp is not None:
@@ -146,10 +160,28 @@ async def _run_mqtt(gateway: Gateway) -> None:
         await asyncio.Event().wait()  # off: wait with the others until shutdown
 
 
+async def _run_modem(gateway: Gateway) -> None:
+    if gateway.modem is None or gateway.sms is None:
+        await asyncio.Event().wait()  # off: wait with the others until shutdown
+        return
+    async with asyncio.TaskGroup() as group:
+        group.create_task(gateway.modem.run())
+        group.create_task(_expire_sms_parts(gateway.sms))
+
+
+async def _expire_sms_parts(sms: SmsIntake) -> None:
+    while True:
+        with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
+            await sms.expire()
+        await asyncio.sleep(SMS_EXPIRY_INTERVAL_S)
+
+
 async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
-    writer, forwarder, reporter, mqtt, importer = background
-    # Unacknowledged MQTT messages stay with the broker and come back on restart.
+    writer, forwarder, reporter, mqtt, importer, modem = background
+    # Unacknowledged MQTT messages stay with the broker and come back on restart;
+    # a message being taken from the modem is deleted only after its commit.
     await _finish(mqtt)
+    await _finish(modem)
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)

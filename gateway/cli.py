@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--terminals", type=int, default=50)
     demo.add_argument("--presses", type=int, default=10000)
     demo.add_argument("--rate", type=float, default=4.0, help="presses per second per terminal")
+    demo.add_argument(
+        "--sms-terminals",
+        type=int,
+        default=5,
+        help="of the terminals, this many send hourly counts by SMS to a simulated modem",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
@@ -190,7 +196,13 @@ def _demo(args: argparse.Namespace) -> int:
     # The demo's own summary is the show; logs only say when something is wrong.
     configure_logging(config.gateway.log_format, "warning")
     result: int = asyncio.run(
-        run_demo(config, terminals=args.terminals, presses=args.presses, rate=args.rate)
+        run_demo(
+            config,
+            terminals=args.terminals,
+            presses=args.presses,
+            rate=args.rate,
+            sms_terminals=args.sms_terminals,
+        )
     )
     return result
 

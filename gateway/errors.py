@@ -7,10 +7,17 @@ Hierarchy::
     ├── RegistryError      the terminal registry file is inconsistent
     ├── OutboxBusy         the outbox cannot commit now (disk full, I/O error, budget)
     ├── StoreError         the central store refused or could not be reached
-    └── SchemaError        a database was written by a newer gateway
+    ├── SchemaError        a database was written by a newer gateway
+    └── ModemError         the modem refused a command, or its port closed
+        └── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protocols.at import Response
 
 
 class GatewayError(Exception):
@@ -40,3 +47,16 @@ class StoreError(GatewayError):
 
 class SchemaError(GatewayError):
     """A database carries a schema version this gateway does not know."""
+
+
+class ModemError(GatewayError):
+    """The modem refused a command it needs to take messages, or its port closed."""
+
+
+class ModemTimeout(ModemError, TimeoutError):
+    """No final result to ``command`` in time; ``partial`` is what did come."""
+
+    def __init__(self, command: str, partial: Response | None) -> None:
+        super().__init__(f"no answer to {command}")
+        self.command = command
+        self.partial = partial

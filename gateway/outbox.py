@@ -378,22 +378,7 @@ class Outbox:
             cursor = await db.executemany(_INSERT_PRESS, presses)
             inserted = max(cursor.rowcount, 0)  # resends are ignored, not counted
         if rejects:
-            await db.executemany(
-                _INSERT_REJECT,
-                [
-                    (
-                        r.received_at_ms,
-                        r.transport,
-                        r.peer,
-                        r.terminal_id,
-                        r.seq,
-                        r.reason,
-                        r.detail,
-                        r.raw,
-                    )
-                    for r in rejects
-                ],
-            )
+            await insert_rejects(db, rejects)
         if seqs:
             await db.executemany(_UPSERT_SEQ, list(seqs.items()))
         await db.execute("COMMIT")
@@ -416,6 +401,27 @@ class Outbox:
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
+
+
+async def insert_rejects(db: aiosqlite.Connection, rejects: Sequence[RejectRow]) -> None:
+    """Quarantine rows, inside a transaction the caller holds (see :meth:`Outbox.apply`)."""
+    await db.executemany(
+        _INSERT_REJECT,
+        [
+            (r.received_at_ms, r.transport, r.peer, r.terminal_id, r.seq, r.reason, r.detail,
+             r.raw)
+            for r in rejects
+        ],
+    )  # fmt: skip
+
+
+async def insert_hours(db: aiosqlite.Connection, hours: Sequence[HourCountRow]) -> None:
+    """Hour counts to forward, inside a transaction the caller holds."""
+    await db.executemany(
+        "INSERT INTO hour_count (terminal_id, hour, utc_offset_s, button, count, batch_seq,"
+        " transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        hours,
+    )
 
 
 def _press_row(row: Any) -> PressRow:

@@ -40,5 +40,27 @@ class StatsReporter:
                 quarantined=counters.rejected_records + counters.refused_frames,
                 busy=self._gateway.outbox.busy_errors,
                 outbox_commits=self._gateway.outbox.commits,
+                **self._modem_fields(),
             )
             last_presses, last_time = committed, now
+
+    def _modem_fields(self) -> dict[str, object]:
+        modem, sms = self._gateway.modem, self._gateway.sms
+        if modem is None or sms is None:
+            return {}
+        m = modem.status
+        free = (
+            None
+            if m.storage_total is None or m.storage_used is None
+            else (m.storage_total - m.storage_used)
+        )
+        return {
+            "modem_ready": m.ready,
+            "modem_signal_dbm": m.signal_dbm,
+            "modem_registered": m.registered,
+            "modem_sim": m.sim,
+            "modem_storage_used": m.storage_used,
+            "modem_storage_free": free,
+            "sms_batches": sms.counters.batches,
+            "sms_quarantined": sum(sms.counters.quarantined.values()),
+        }

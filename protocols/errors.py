@@ -4,18 +4,32 @@ Hierarchy::
 
     ProtocolError
     ├── EncodeError            the caller asked for a frame the spec cannot carry
-    └── DecodeError            the peer sent bytes that break the spec (section 5)
-        ├── BadMagic           no NAK; the stream cannot resync, close
-        ├── FrameTooLong       no NAK; the stream cannot resync, close
-        ├── UnsupportedVersion NAK UNSUPPORTED, close
-        ├── BadCrc             NAK BAD_CRC, go on with the next frame
-        ├── UnknownTerminal    NAK UNKNOWN_TERMINAL (zero tag), close
-        ├── BadTag             NAK BAD_TAG, close
-        ├── UnsupportedType    NAK UNSUPPORTED, close
-        └── Malformed          NAK MALFORMED
+    ├── DecodeError            the peer sent bytes that break the spec (section 5)
+    │   ├── BadMagic           no NAK; the stream cannot resync, close
+    │   ├── FrameTooLong       no NAK; the stream cannot resync, close
+    │   ├── UnsupportedVersion NAK UNSUPPORTED, close
+    │   ├── BadCrc             NAK BAD_CRC, go on with the next frame
+    │   ├── UnknownTerminal    NAK UNKNOWN_TERMINAL (zero tag), close
+    │   ├── BadTag             NAK BAD_TAG, close
+    │   ├── UnsupportedType    NAK UNSUPPORTED, close
+    │   └── Malformed          NAK MALFORMED; on SMS also a frame-like message that
+    │                          breaks the frame (bad base64 after ``SM1 ``, bytes
+    │                          after the frame, an hour after the SC timestamp)
+    ├── SmsDecodeError         an SMS PDU that breaks 3GPP TS 23.040 (short, inconsistent)
+    ├── NotAFrame              an SMS that is no frame at all (a person's text, an
+    │                          operator notice): quarantine with sender, time, text
+    └── SmsPartsError          the parts given for one SMS do not make one message
+        ├── InconsistentParts  parts contradict each other (keys, alphabets, contents)
+        └── MissingParts       some parts of a concatenated SMS are not there (yet)
+
+``EncodeError``, ``SmsDecodeError``, ``NotAFrame`` and ``SmsPartsError`` hang
+directly off ``ProtocolError``: they carry no NAK code, because nothing is ever
+sent back by SMS (spec section 4).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from protocols.constants import NakCode
 
@@ -98,3 +112,57 @@ class UnsupportedType(DecodeError):
 
 class Malformed(DecodeError):
     nak_code = NakCode.MALFORMED
+
+
+class SmsDecodeError(ProtocolError):
+    """An SMS PDU is short or inconsistent (3GPP TS 23.040); ``reason`` says where."""
+
+    def __init__(self, reason: str, *, raw: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+class NotAFrame(ProtocolError):
+    """An SMS that does not even look like a frame: keep it in quarantine as it is.
+
+    ``text`` is the decoded text (None for 8-bit data), ``data`` the joined user
+    data (the septets of GSM 7-bit, the octets otherwise), ``sent_at`` the latest
+    service-centre timestamp of its parts.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        sender: str,
+        sent_at: datetime,
+        text: str | None,
+        data: bytes = b"",
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sender = sender
+        self.sent_at = sent_at
+        self.text = text
+        self.data = data
+
+
+class SmsPartsError(ProtocolError):
+    """The parts handed over for one SMS do not make one message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InconsistentParts(SmsPartsError):
+    """Parts contradict each other: other keys, alphabets, or one index with two contents."""
+
+
+class MissingParts(SmsPartsError):
+    """Parts of a concatenated SMS are missing; ``missing`` lists their 1-based indexes."""
+
+    def __init__(self, reason: str, *, missing: tuple[int, ...] = ()) -> None:
+        super().__init__(reason)
+        self.missing = missing
