@@ -309,7 +309,7 @@ async def test_every_batch_once_through_each_modem_profile(
     make_harness: Callable[..., GatewayHarness], profile: str
 ) -> None:
     # The network retries a message the full storage refused this often (real: ~30 s).
-    modem = SocketModemServer(ModemProfile.parse(f"{profile},network_retry_s=0.3"))
+    modem = PtyModemServer(ModemProfile.parse(f"{profile},network_retry_s=0.3"))
     async with sms_gateway(make_harness, modem) as harness:
         await eventually(modem_ready(harness))
         report, rows = await run_fleet(harness, modem, fleet_for(modem, seed=3), hours=30)
@@ -318,10 +318,10 @@ async def test_every_batch_once_through_each_modem_profile(
     assert modem.stored_now == 0
 
 
-async def test_over_a_pseudo_terminal_with_huawei_endings(
+async def test_over_socket_url_with_huawei_endings_and_rssi_floods(
     make_harness: Callable[..., GatewayHarness],
 ) -> None:
-    modem = PtyModemServer(ModemProfile.parse("huawei,rssi_every_s=0.2,network_retry_s=0.3"))
+    modem = SocketModemServer(ModemProfile.parse("huawei,rssi_every_s=0.2,network_retry_s=0.3"))
     async with sms_gateway(make_harness, modem) as harness:
         await eventually(modem_ready(harness))
         report, rows = await run_fleet(harness, modem, fleet_for(modem, seed=4), hours=20)
