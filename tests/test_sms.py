@@ -271,6 +271,7 @@ PROFILES = [
     "quectel,cmt_copy_every=2",
     "generic,capacity=3",
     "generic,cmgr_empty=+CMS ERROR: 321",
+    "generic,hang_on_command=25,hang_s=4",
 ]
 
 
@@ -316,6 +317,16 @@ async def test_every_batch_once_through_each_modem_profile(
     assert len(report.batches) > 10
     assert hour_rows(rows) == expected_rows(report)
     assert modem.stored_now == 0
+
+
+async def test_a_sim_that_asks_for_its_pin(make_harness: Callable[..., GatewayHarness]) -> None:
+    modem = SocketModemServer(ModemProfile.preset("simcom"), pin="4711")
+    async with sms_gateway(make_harness, modem, pin="4711") as harness:
+        await eventually(modem_ready(harness))
+        for pdu in pdus(HOURLY):
+            modem.deliver(pdu)
+        await eventually(emptied(modem))
+        assert len(hour_rows(await exported(harness))) == 7
 
 
 async def test_over_socket_url_with_huawei_endings_and_rssi_floods(
