@@ -73,7 +73,7 @@ CREATE TABLE bare_press (
 # The hourly results of one survey: presses per hour and button, without misuse.
 RESULTS_QUERY = """
 SELECT hour, utc_offset_s, button, sum(presses) AS presses
-FROM press_hourly
+FROM press_hourly_survey
 WHERE survey = $1 AND hour >= to_timestamp($2) AND hour < to_timestamp($3) AND NOT misuse
 GROUP BY hour, utc_offset_s, button
 ORDER BY hour, utc_offset_s, button
@@ -294,9 +294,13 @@ def _load_statements(presses: int, terminals: int) -> list[str]:
         f" {UTC_OFFSET_S}, p.button, false, count(*)"
         f" FROM ({series}) AS p JOIN terminal AS t ON t.id = p.terminal_id"
         f" GROUP BY 1, 2, 3, 4, 5, 6",
+        "INSERT INTO press_hourly_survey (survey, hour, utc_offset_s, button, misuse, presses)"
+        " SELECT survey, hour, utc_offset_s, button, misuse, sum(presses) FROM press_hourly"
+        " GROUP BY 1, 2, 3, 4, 5",
         "ANALYZE press_key",
         "ANALYZE press",
         "ANALYZE press_hourly",
+        "ANALYZE press_hourly_survey",
     ]
 
 

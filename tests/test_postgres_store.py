@@ -276,6 +276,23 @@ async def rollup(url: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
 
 
+async def survey_rollup(url: str) -> list[tuple[Any, ...]]:
+    async with sql(url) as conn:
+        rows = await conn.fetch(
+            "SELECT survey, hour, utc_offset_s, button, misuse, presses"
+            " FROM press_hourly_survey WHERE presses <> 0 ORDER BY 1, 2, 3, 4, 5"
+        )
+    return [tuple(r) for r in rows]
+
+
+def survey_totals(terminal_rollup: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """press_hourly summed over locations and terminals: what press_hourly_survey holds."""
+    totals: Counter[tuple[Any, ...]] = Counter()
+    for survey, _, _, hour, offset, button, misuse, presses in terminal_rollup:
+        totals[(survey, hour, offset, button, misuse)] += presses
+    return sorted((*key, n) for key, n in totals.items() if n)
+
+
 async def test_resends_change_nothing_anywhere(pg: PostgresStore, db_url: str) -> None:
     await pg.import_registry(REGISTRY)
     batch = [press(1001, s, JAN_2026 + 700 * s, 1 + s % 4) for s in range(100)]
@@ -360,6 +377,7 @@ async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str)
         )
     table = await rollup(db_url)
     assert table == [tuple(r) for r in grouped]
+    assert await survey_rollup(db_url) == survey_totals(table)
     assert {row[:2] for row in table} == {(100, 11), (-1, -1)}  # 4242 is not registered
     assert sum(row[-1] for row in table) == len(await all_presses(pg))
     assert hour_of_half == JAN_2026 + 9 * HOUR + 30 * 60
@@ -443,6 +461,7 @@ async def test_late_presses_move_rollup_counts_between_misuse_rows(
     for row in table:
         by_flag[row[6]] += row[7]
     assert by_flag == {False: 2, True: 2}
+    assert await survey_rollup(db_url) == survey_totals(table)
 
 
 # --- several gateways --------------------------------------------------------------------

@@ -51,20 +51,31 @@ WITH changed AS (
     RETURNING p.terminal_id, extract(epoch FROM p.occurred_at)::bigint AS at, p.utc_offset_s,
               p.button, p.count, p.misuse
 ), moves AS (
-    SELECT terminal_id, at, utc_offset_s, button, misuse, count AS delta FROM changed
-    UNION ALL
-    SELECT terminal_id, at, utc_offset_s, button, NOT misuse, -count FROM changed
+    SELECT coalesce(t.survey, -1) AS survey, coalesce(t.location, -1) AS location,
+           c.terminal_id,
+           to_timestamp(c.at - ((c.at + c.utc_offset_s) % 3600 + 3600) % 3600) AS hour,
+           c.utc_offset_s, c.button, flag.misuse, sum(flag.delta) AS delta
+    FROM changed AS c
+    CROSS JOIN LATERAL (VALUES (c.misuse, c.count), (NOT c.misuse, -c.count))
+         AS flag(misuse, delta)
+    LEFT JOIN terminal AS t ON t.id = c.terminal_id
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+), by_terminal AS (
+    INSERT INTO press_hourly AS h
+        (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
+    SELECT * FROM moves
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
+    DO UPDATE SET presses = h.presses + EXCLUDED.presses
+    RETURNING 1
 )
-INSERT INTO press_hourly AS h
-    (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
-SELECT coalesce(t.survey, -1), coalesce(t.location, -1), m.terminal_id,
-       to_timestamp(m.at - ((m.at + m.utc_offset_s) % 3600 + 3600) % 3600),
-       m.utc_offset_s, m.button, m.misuse, sum(m.delta)
-FROM moves AS m LEFT JOIN terminal AS t ON t.id = m.terminal_id
-GROUP BY 1, 2, 3, 4, 5, 6, 7
-ORDER BY 1, 2, 3, 4, 5, 6, 7
-ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
-DO UPDATE SET presses = h.presses + EXCLUDED.presses
+INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
+SELECT survey, hour, utc_offset_s, button, misuse, sum(delta)
+FROM moves
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
+DO UPDATE SET presses = s.presses + EXCLUDED.presses
 """
 UPSERT_HOURS = """
 INSERT INTO hourly AS h (terminal_id, hour, utc_offset_s, button, count, batch_seq, transport,

@@ -142,17 +142,31 @@ WITH firsts AS (
            followup, count, transport, clock_corrected, received_at_ms
     FROM fresh
     RETURNING 1
+), counted AS (
+    SELECT coalesce(t.survey, -1) AS survey, coalesce(t.location, -1) AS location,
+           f.terminal_id,
+           to_timestamp(f.occurred_at - ((f.occurred_at + f.utc_offset_s) % 3600 + 3600) % 3600)
+             AS hour,
+           f.utc_offset_s, f.button, sum(f.count) AS presses
+    FROM fresh AS f LEFT JOIN terminal AS t ON t.id = f.terminal_id
+    GROUP BY 1, 2, 3, 4, 5, 6
+), by_terminal AS (
+    INSERT INTO press_hourly AS h
+        (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
+    SELECT survey, location, terminal_id, hour, utc_offset_s, button, false, presses
+    FROM counted
+    ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
+    DO UPDATE SET presses = h.presses + EXCLUDED.presses
+    RETURNING 1
 )
-INSERT INTO press_hourly AS h
-    (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
-SELECT coalesce(t.survey, -1), coalesce(t.location, -1), f.terminal_id,
-       to_timestamp(f.occurred_at - ((f.occurred_at + f.utc_offset_s) % 3600 + 3600) % 3600),
-       f.utc_offset_s, f.button, false, sum(f.count)
-FROM fresh AS f LEFT JOIN terminal AS t ON t.id = f.terminal_id
-GROUP BY 1, 2, 3, 4, 5, 6
-ORDER BY 1, 2, 3, 4, 5, 6
-ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
-DO UPDATE SET presses = h.presses + EXCLUDED.presses
+INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
+SELECT survey, hour, utc_offset_s, button, false, sum(presses)
+FROM counted
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
+DO UPDATE SET presses = s.presses + EXCLUDED.presses
 """
 
 _INSERT_REJECT = (
