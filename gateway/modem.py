@@ -23,7 +23,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import serial
 import serial_asyncio_fast
@@ -32,6 +31,14 @@ import structlog
 from gateway.backoff import Backoff
 from gateway.config import SmsSection
 from gateway.errors import GatewayError, ModemError, ModemTimeout, OutboxBusy
+from gateway.modem_status import (
+    ModemStatus,
+    first_int,
+    is_hex,
+    last_int,
+    registration,
+    rssi,
+)
 from protocols.at import ESC, AtSession, Event, Prompt, Response, Stray, Urc
 
 log = structlog.get_logger("gateway.modem")
@@ -48,37 +55,6 @@ _SIGNAL_EVERY = 4  # keepalives between signal and registration queries
 _CNMI_CHOICES = ("2,1,0,0,0", "1,1,0,0,0", "2,1,0,0", "1,1,0,0", "2,1", "1,1")
 _RESET_URCS = frozenset({"RDY", "+CFUN"})
 _MAX_WAITING = 1000  # indications beyond this wait for the next sweep
-
-
-@dataclass(slots=True)
-class ModemStatus:
-    """What operations staff see of the modem (stats line, /metrics, status)."""
-
-    port_open: bool = False
-    ready: bool = False
-    manufacturer: str = ""
-    model: str = ""
-    sim: str = "unknown"
-    signal_rssi: int | None = None  # 0..31, None when unknown (+CSQ 99)
-    registration: int | None = None  # +CREG stat: 1 home, 5 roaming
-    storage: str = ""
-    storage_used: int | None = None
-    storage_total: int | None = None
-    messages_taken: int = 0
-    deletes: int = 0
-    resets_seen: int = 0
-    reopens: int = 0
-    timeouts: int = 0
-    last_error: str = ""
-    last_contact: float = field(default=0.0)
-
-    @property
-    def signal_dbm(self) -> int | None:
-        return None if self.signal_rssi is None else -113 + 2 * self.signal_rssi
-
-    @property
-    def registered(self) -> bool:
-        return self.registration in (1, 5)
 
 
 class _Reinitialise(Exception):
@@ -235,7 +211,7 @@ class Modem:
     def _on_urc(self, urc: Urc) -> None:
         name = urc.name
         if name in ("+CMTI", "+CDSI"):
-            index = _last_int(urc.value)
+            index = last_int(urc.value)
             if index is not None and len(self._indices) < _MAX_WAITING:
                 self._indices[index] = None  # a repeated indication is queued once
                 self._wake.set()
@@ -254,9 +230,9 @@ class Modem:
                 if self._answer is not None and not self._answer.done():
                     self._answer.set_exception(_Reinitialise("the modem reset"))
         elif name.startswith("^RSSI"):
-            self.status.signal_rssi = _rssi(_last_int(urc.value))
+            self.status.signal_rssi = rssi(last_int(urc.value))
         elif name in ("+CREG", "+CGREG", "+CEREG"):
-            stat = _registration(urc.value, unsolicited=True)
+            stat = registration(urc.value, unsolicited=True)
             if stat is not None:
                 self.status.registration = stat
 
@@ -381,12 +357,30 @@ class Modem:
         raise ModemError(f"SIM not ready: {self.status.sim}")
 
     async def _select_storage(self) -> None:
-        response = await self._checked("AT+CPMS?")
-        values = (response.with_prefix("+CPMS:") or [""])[0]
+        """Read, write and receive to the storage the modem reads from now, and note it.
+
+        A modem that refuses the setting keeps its own; messages are found by
+        listing wherever they are, so this is not worth stopping for.
+        """
+        current = await self._timeouts_reinitialise(self.at_retrying("AT+CPMS?"))
+        values = (current.with_prefix("+CPMS:") or [""])[0]
         memory = values.split(",")[0].strip('"') or "SM"
-        chosen = await self._checked(f'AT+CPMS="{memory}","{memory}","{memory}"')
+        chosen = await self._timeouts_reinitialise(
+            self.at_retrying(f'AT+CPMS="{memory}","{memory}","{memory}"')
+        )
         self.status.storage = memory
-        self._storage_counts(chosen)
+        if chosen.final.ok:
+            self._storage_counts(chosen)
+        else:
+            log.warning(
+                "modem_storage_kept",
+                storage=memory,
+                result=str(chosen.final),
+                action="none: messages are listed wherever the modem keeps them",
+            )
+            numbers = [int(v) for v in values.split(",")[1:3] if v.strip().isdigit()]
+            if len(numbers) == 2:
+                self.status.storage_used, self.status.storage_total = numbers
 
     async def _indications(self) -> None:
         """Store every new message and say where (+CMTI); modems differ in what they take."""
@@ -401,9 +395,9 @@ class Modem:
             if query_signal:
                 csq = await self.at("AT+CSQ")
                 values = (csq.with_prefix("+CSQ:") or [""])[0].split(",")
-                self.status.signal_rssi = _rssi(int(values[0]) if values[0].isdigit() else None)
+                self.status.signal_rssi = rssi(int(values[0]) if values[0].isdigit() else None)
                 creg = await self.at("AT+CREG?")
-                stat = _registration((creg.with_prefix("+CREG:") or [""])[0], unsolicited=False)
+                stat = registration((creg.with_prefix("+CREG:") or [""])[0], unsolicited=False)
                 self.status.registration = stat
             else:
                 await self.at("AT")
@@ -418,10 +412,16 @@ class Modem:
         response = await self._checked("AT+CMGL=4")
         lines = response.lines
         for i, line in enumerate(lines):
-            if line.startswith("+CMGL:") and i + 1 < len(lines):
-                index = _first_int(line[len("+CMGL:") :])
-                if index is not None:
-                    await self._take_pdu(index, lines[i + 1])
+            if not line.startswith("+CMGL:"):
+                continue
+            index = first_int(line[len("+CMGL:") :])
+            pdu = lines[i + 1] if i + 1 < len(lines) else ""
+            if index is None:
+                continue
+            if is_hex(pdu):
+                await self._take_pdu(index, pdu)
+            else:  # a listing line without its PDU: read that message on its own
+                await self._take_index(index)
         await self._refresh_storage()
 
     async def _take_index(self, index: int) -> None:
@@ -431,7 +431,7 @@ class Modem:
             return
         lines = response.lines
         for i, line in enumerate(lines):
-            if line.startswith("+CMGR:") and i + 1 < len(lines):
+            if line.startswith("+CMGR:") and i + 1 < len(lines) and is_hex(lines[i + 1]):
                 await self._take_pdu(index, lines[i + 1])
                 return
         # An empty slot: already taken and deleted (a repeated indication).
@@ -468,24 +468,3 @@ class Modem:
     def _note_error(self, event: str, exc: BaseException, *, action: str) -> None:
         self.status.last_error = str(exc) or type(exc).__name__
         log.warning(event, port=self._section.port, error=self.status.last_error, action=action)
-
-
-def _first_int(text: str) -> int | None:
-    head = text.strip().split(",")[0].strip()
-    return int(head) if head.isdigit() else None
-
-
-def _last_int(text: str) -> int | None:
-    tail = text.strip().split(",")[-1].strip()
-    return int(tail) if tail.isdigit() else None
-
-
-def _rssi(value: int | None) -> int | None:
-    return value if value is not None and 0 <= value <= 31 else None
-
-
-def _registration(value: str, *, unsolicited: bool) -> int | None:
-    """The stat of ``+CREG: [n,]stat[,...]``: first field unsolicited, second when asked."""
-    fields = [f.strip() for f in value.split(",")]
-    pick = fields[0] if unsolicited or len(fields) < 2 else fields[1]
-    return int(pick) if pick.isdigit() else None
