@@ -161,9 +161,19 @@ async def create_database(cluster: PrivateCluster, name: str) -> str:
 
 
 async def add_terminals(url: str, terminals: int, surveys: int) -> None:
-    """The registry rows the hourly rollup joins (survey, location) straight in SQL."""
+    """The registry rows the hourly rollup and the misuse flags join, straight in SQL.
+
+    Surveys have a 5 s misuse interval, as real ones do, so every batch also
+    pays for keeping the misuse flags.
+    """
     conn = await asyncpg.connect(url)
     try:
+        await conn.execute(
+            "INSERT INTO survey (id, company, question, locale, scale, misuse_interval_s)"
+            " SELECT 1 + i, 'bench', 'How was your visit?', 'en', 'four', 5"
+            " FROM generate_series(0, $1::bigint - 1) AS i",
+            surveys,
+        )
         await conn.execute(
             "INSERT INTO terminal (id, key, location, survey)"
             " SELECT $1::bigint + i, '\\x00'::bytea, 1 + i % 50, 1 + i % $3::bigint"
