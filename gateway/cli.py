@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(migrate)
     migrate.set_defaults(func=_migrate)
 
+    _api_commands(commands)
+
     demo = commands.add_parser("demo", help="run the gateway with a simulated fleet")
     _config_arg(demo)
     demo.add_argument("--terminals", type=int, default=50)
@@ -82,7 +84,33 @@ def _parser() -> argparse.ArgumentParser:
         help="of the terminals, this many send hourly counts by SMS to a simulated modem",
     )
     demo.set_defaults(func=_demo)
+
     return parser
+
+
+def _api_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    api = commands.add_parser("api", help="serve the read-only query API ([api] section)")
+    _config_arg(api)
+    api.set_defaults(func=_api)
+
+    tokens = commands.add_parser("tokens", help="manage query API credentials")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = token_commands.add_parser("create", help="make a credential; prints its token once")
+    _config_arg(create)
+    create.add_argument("--company", required=True, help="the company the token may read")
+    create.add_argument("--scope", type=int, help="a location id: only its subtree is visible")
+    create.add_argument("--name", help="a label for the credential")
+    create.add_argument(
+        "--expires", help="YYYY-MM-DD (expires at 00:00 UTC that day) or an ISO 8601 time"
+    )
+    create.set_defaults(func=_tokens_create)
+    listing = token_commands.add_parser("list", help="list credentials (never their tokens)")
+    _config_arg(listing)
+    listing.set_defaults(func=_tokens_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a credential by client id")
+    _config_arg(revoke)
+    revoke.add_argument("client_id")
+    revoke.set_defaults(func=_tokens_revoke)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +138,43 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = await build(config)
     await run(gateway, stop=stop)
+
+
+def _api(args: argparse.Namespace) -> int:
+    from gateway.api import serve_api  # noqa: PLC0415 - the web stack only when serving
+
+    config = _load(args)
+    if config.api is None:
+        raise ConfigError("api", "add an [api] section (listen, rate_limit) to serve the API")
+    api_config = config
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_api(api_config, stop)
+
+    asyncio.run(go())
+    return 0
+
+
+def _tokens_create(args: argparse.Namespace) -> int:
+    from gateway.api.cli import create  # noqa: PLC0415
+
+    return create(_load(args), args.company, args.scope, args.name, args.expires)
+
+
+def _tokens_list(args: argparse.Namespace) -> int:
+    from gateway.api.cli import list_all  # noqa: PLC0415
+
+    return list_all(_load(args))
+
+
+def _tokens_revoke(args: argparse.Namespace) -> int:
+    from gateway.api.cli import revoke  # noqa: PLC0415
+
+    return revoke(_load(args), args.client_id)
 
 
 def _import_terminals(args: argparse.Namespace) -> int:
