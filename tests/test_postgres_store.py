@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import sqlite3
 import time
 import tomllib
 import tracemalloc
@@ -444,6 +445,42 @@ async def test_contract_hour_counts_replaced_by_a_later_batch_only(
     assert {(p.precision, p.transport, p.local_time[-6:]) for p in stored} == {
         ("hour", "sms", "+01:00")
     }
+
+
+async def test_sqlite_survey_rollup_follows_inserts_resends_and_misuse(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "central.db")
+    try:
+        await store.import_registry(REGISTRY)
+        rng = random.Random(9)
+        rows = [press(1001 + seq % 2, seq, JAN_2026 + rng.randrange(0, 3 * HOUR), 1 + seq % 4)
+                for seq in range(400)]  # fmt: skip
+        rows.append(press(4242, 1, JAN_2026, offset=19800))  # unregistered, half-hour zone
+        rng.shuffle(rows)
+        for start in range(0, len(rows), 50):
+            await store.write(rows[start : start + 50], [])
+        await store.write(rows[:100], [])  # resends
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "central.db")
+    try:
+        rollup_rows = db.execute(
+            "SELECT survey, hour, utc_offset_s, button, misuse, presses FROM press_hourly_survey"
+            " WHERE presses <> 0 ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
+        grouped = db.execute(
+            "SELECT coalesce(t.survey, -1),"
+            " p.occurred_at - ((p.occurred_at + p.utc_offset_s) % 3600 + 3600) % 3600,"
+            " p.utc_offset_s, p.button, p.misuse, count(*)"
+            " FROM press AS p LEFT JOIN terminal AS t ON t.id = p.terminal_id"
+            " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
+        misuse = db.execute("SELECT count(*) FROM press WHERE misuse = 1").fetchone()[0]
+    finally:
+        db.close()
+    assert rollup_rows == grouped
+    assert sum(r[-1] for r in rollup_rows) == 401
+    assert misuse > 0  # the late presses did flip flags, and the rollup followed
+    assert (-1, JAN_2026 - 1800, 19800, 1, 0, 1) in rollup_rows
 
 
 async def test_late_presses_move_rollup_counts_between_misuse_rows(

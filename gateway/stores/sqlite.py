@@ -27,7 +27,7 @@ from gateway.stores.base import (
 )
 from gateway.stores.misuse import reflag
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA_V1 = """
 CREATE TABLE company (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE location (
@@ -87,7 +87,52 @@ CREATE TABLE hourly (
 ) WITHOUT ROWID;
 CREATE INDEX hourly_time ON hourly (hour);
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: hourly results per survey, as the PostgreSQL store keeps them (see
+# its 0003 migration), so a year of a survey's results reads thousands of rows.
+# Triggers keep it: one on each press actually inserted (a resend ignored by
+# INSERT OR IGNORE fires nothing), one on each misuse flag that changes. hour
+# is the instant the local hour began (local time = hour + utc_offset_s); a
+# terminal not in the registry counts under survey -1.
+_SCHEMA_V3 = """
+CREATE TABLE press_hourly_survey (
+    survey INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    utc_offset_s INTEGER NOT NULL,
+    button INTEGER NOT NULL,
+    misuse INTEGER NOT NULL,
+    presses INTEGER NOT NULL,
+    PRIMARY KEY (survey, hour, utc_offset_s, button, misuse)
+) WITHOUT ROWID;
+INSERT INTO press_hourly_survey (survey, hour, utc_offset_s, button, misuse, presses)
+SELECT coalesce(t.survey, -1),
+       p.occurred_at - ((p.occurred_at + p.utc_offset_s) % 3600 + 3600) % 3600,
+       p.utc_offset_s, p.button, p.misuse, sum(p.count)
+FROM press AS p LEFT JOIN terminal AS t ON t.id = p.terminal_id
+GROUP BY 1, 2, 3, 4, 5;
+CREATE TRIGGER press_counted AFTER INSERT ON press BEGIN
+    INSERT INTO press_hourly_survey (survey, hour, utc_offset_s, button, misuse, presses)
+    VALUES (
+        coalesce((SELECT survey FROM terminal WHERE id = NEW.terminal_id), -1),
+        NEW.occurred_at - ((NEW.occurred_at + NEW.utc_offset_s) % 3600 + 3600) % 3600,
+        NEW.utc_offset_s, NEW.button, NEW.misuse, NEW.count
+    )
+    ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
+    DO UPDATE SET presses = presses + excluded.presses;
+END;
+CREATE TRIGGER press_reflagged AFTER UPDATE OF misuse ON press
+WHEN OLD.misuse <> NEW.misuse BEGIN
+    INSERT INTO press_hourly_survey (survey, hour, utc_offset_s, button, misuse, presses)
+    SELECT coalesce((SELECT survey FROM terminal WHERE id = NEW.terminal_id), -1),
+           NEW.occurred_at - ((NEW.occurred_at + NEW.utc_offset_s) % 3600 + 3600) % 3600,
+           NEW.utc_offset_s, NEW.button, flag.misuse, flag.delta
+    FROM (SELECT NEW.misuse AS misuse, NEW.count AS delta
+          UNION ALL SELECT OLD.misuse, -OLD.count) AS flag
+    WHERE true
+    ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
+    DO UPDATE SET presses = presses + excluded.presses;
+END;
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 _INSERT_PRESS = (  # columns in PressRow order, so rows go in as they are
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
@@ -277,6 +322,18 @@ async def _rollback(db: aiosqlite.Connection) -> None:
         return
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, a trigger's body (with its own semicolons) kept whole."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
+
+
 async def _migrate(db: aiosqlite.Connection) -> None:
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
@@ -293,7 +350,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         await db.execute("COMMIT")
         return
     for step in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+        for statement in _statements(_MIGRATIONS[step]):
             await db.execute(statement)
     await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     await db.execute("COMMIT")
