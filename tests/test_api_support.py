@@ -2,21 +2,19 @@
 
 The store holds two companies, so scope can be checked; hand-made presses
 (the vendor's 17/16/60/126 example, a misuse burst, follow-ups, an SMS hour
-count). Until the store writer keeps ``press.misuse`` and the ``hourly``
-table itself, the fixture adds them here (and computes misuse the way the
-writer will: greedy, in time order, per terminal); once the store has them,
-their own values are used.
+count), written through the stores' own API, which keeps the misuse flags
+(checked against :func:`greedy_misuse`, the rule computed by hand).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ import httpx
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token, ensure_table
 from gateway.registry import parse_registry
-from gateway.rows import PressRow
+from gateway.rows import HourCountRow, PressRow
 from gateway.stores import open_store
 from tests.support import free_port
 
@@ -235,11 +233,10 @@ async def seed(kind: str, directory: Path) -> Seeded:
     try:
         await store.import_registry(REGISTRY)
         first, late = burst()
-        await store.write(happy_example() + first + other_presses(), [])
-        await store.write(late, [])
+        await store.write(happy_example() + first + other_presses(), [], sms_hours(1, SMS_COUNTS))
+        await store.write(late, [])  # the store re-flags misuse for presses that come late
     finally:
         await store.close()
-    await _complete_schema(seeded)
     db = await open_reader(seeded.url)
     try:
         await ensure_table(db)
@@ -261,91 +258,24 @@ def all_presses() -> list[PressRow]:
     return happy_example() + first + other_presses() + late
 
 
-async def _complete_schema(seeded: Seeded) -> None:
-    """press.misuse and hourly where the store lacks them (see the module docstring)."""
-    flags = greedy_misuse(
-        [(p.terminal_id, p.seq, p.occurred_at) for p in all_presses()], MISUSE_INTERVAL
-    )
-    misused = [key for key, flag in flags.items() if flag]
-    if seeded.kind == "sqlite":
-        db = sqlite3.connect(seeded.url[len("sqlite:///") :])
-        try:
-            columns = {r[1] for r in db.execute("PRAGMA table_info(press)")}
-            if "misuse" not in columns:
-                db.execute("ALTER TABLE press ADD COLUMN misuse INTEGER NOT NULL DEFAULT 0")
-                db.executemany(
-                    "UPDATE press SET misuse = 1 WHERE terminal_id = ? AND seq = ?", misused
-                )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS hourly (terminal_id INTEGER NOT NULL,"
-                " hour INTEGER NOT NULL, utc_offset_s INTEGER NOT NULL, button INTEGER NOT NULL,"
-                " count INTEGER NOT NULL, batch_seq INTEGER NOT NULL, transport TEXT NOT NULL,"
-                " received_at_ms INTEGER NOT NULL, PRIMARY KEY (terminal_id, hour, button))"
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO hourly VALUES (1002, ?, ?, ?, ?, 1, 'sms', ?)",
-                [(SMS_HOUR, HELSINKI, b, n, SMS_HOUR * 1000 + 5000) for b, n in SMS_COUNTS],
-            )
-            db.commit()
-        finally:
-            db.close()
-        return
-    conn = await asyncpg.connect(seeded.url)
-    try:
-        has = await conn.fetchval(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'press'"
-            " AND column_name = 'misuse'"
-        )
-        if not has:
-            await conn.execute("ALTER TABLE press ADD COLUMN misuse boolean NOT NULL DEFAULT false")
-            await conn.executemany(
-                "UPDATE press SET misuse = true WHERE terminal_id = $1 AND seq = $2", misused
-            )
-            # The rollup as the writer will keep it: misuse rows apart.
-            await conn.execute("DELETE FROM press_hourly")
-            await conn.execute(
-                "INSERT INTO press_hourly (survey, location, terminal_id, hour, utc_offset_s,"
-                " button, misuse, presses) SELECT t.survey, t.location, p.terminal_id,"
-                " to_timestamp(e - ((e + p.utc_offset_s) % 3600 + 3600) % 3600), p.utc_offset_s,"
-                " p.button, p.misuse, count(*) FROM press AS p"
-                " CROSS JOIN LATERAL (SELECT extract(epoch FROM p.occurred_at)::bigint AS e) AS x"
-                " JOIN terminal AS t ON t.id = p.terminal_id GROUP BY 1, 2, 3, 4, 5, 6, 7"
-            )
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS hourly (terminal_id bigint NOT NULL,"
-            " hour timestamptz NOT NULL, utc_offset_s integer NOT NULL, button smallint NOT NULL,"
-            " count integer NOT NULL,"
-            " batch_seq bigint NOT NULL, transport text NOT NULL, received_at_ms bigint NOT NULL,"
-            " PRIMARY KEY (terminal_id, hour, button))"
-        )
-        await conn.executemany(
-            "INSERT INTO hourly VALUES (1002, to_timestamp($1), $2, $3, $4, 1, 'sms', $5)"
-            " ON CONFLICT (terminal_id, hour, button) DO UPDATE SET count = EXCLUDED.count",
-            [(SMS_HOUR, HELSINKI, b, n, SMS_HOUR * 1000 + 5000) for b, n in SMS_COUNTS],
-        )
-    finally:
-        await conn.close()
+def sms_hours(batch_seq: int, counts: list[tuple[int, int]]) -> list[HourCountRow]:
+    """An SMS batch's counts of SMS_HOUR, as the outbox forwards them."""
+    return [
+        HourCountRow(1002, SMS_HOUR, HELSINKI, button, n, batch_seq, "sms", SMS_HOUR * 1000 + 5000)
+        for button, n in counts
+    ]
+
+
+_later_batches = itertools.count(2)
 
 
 async def set_sms_count(seeded: Seeded, button: int, count: int) -> None:
     """A later SMS batch replacing one hour count."""
-    if seeded.kind == "sqlite":
-        db = sqlite3.connect(seeded.url[len("sqlite:///") :])
-        with contextlib.closing(db):
-            db.execute(
-                "UPDATE hourly SET count = ? WHERE hour = ? AND button = ?",
-                (count, SMS_HOUR, button),
-            )
-            db.commit()
-        return
-    conn = await asyncpg.connect(seeded.url)
+    store = await open_store(seeded.url)
     try:
-        await conn.execute(
-            "UPDATE hourly SET count = $1 WHERE hour = to_timestamp($2) AND button = $3",
-            count, SMS_HOUR, button,
-        )  # fmt: skip
+        await store.write([], [], sms_hours(next(_later_batches), [(button, count)]))
     finally:
-        await conn.close()
+        await store.close()
 
 
 async def drop(seeded: Seeded) -> None:
