@@ -22,6 +22,7 @@ from gateway.forwarder import Forwarder
 from gateway.ingest import Ingest
 from gateway.modem import Modem
 from gateway.mqtt import MqttIngest
+from gateway.operations import Operations
 from gateway.outbox import Outbox
 from gateway.registry import Registry, load_registry
 from gateway.registry_source import registry_for
@@ -130,6 +131,9 @@ def vars_of(summary: object) -> dict[str, object]:
 async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set or the task is cancelled, then shut down in order."""
     stop = stop or asyncio.Event()
+    # systemd notify, health port, fleet status (gateway/operations.py); the modem's status
+    # adds an sms readiness check and the modem metrics.
+    ops = Operations(gateway, modem=gateway.modem.status if gateway.modem is not None else None)
     stats = StatsReporter(gateway, interval_s=gateway.config.gateway.stats_interval_s)
     writer = asyncio.create_task(gateway.outbox.run(), name="outbox-writer")
     forwarder = asyncio.create_task(gateway.forwarder.run(), name="forwarder")
@@ -137,11 +141,14 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
     importer = asyncio.create_task(_import_registry_until_done(gateway), name="registry")
     modem = asyncio.create_task(_run_modem(gateway), name="modem")
-    background = (writer, forwarder, reporter, mqtt, importer, modem)
+    api_stop = asyncio.Event()
+    api = asyncio.create_task(_run_api(gateway, api_stop), name="api")
+    background = (writer, forwarder, reporter, mqtt, importer, modem, api)
     stopped = asyncio.create_task(stop.wait(), name="stop")
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
+        await ops.start()  # READY=1 once the transports listen
         gateway.started.set()
         log.info("gateway_started", gateway_id=gateway.outbox.gateway_id)
         done, _ = await asyncio.wait({stopped, *background}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,7 +157,12 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
                 task.result()  # a background task died: raise its error
     finally:
         await _finish(stopped)
-        await _shutdown(gateway, background)
+        api_stop.set()  # the API returns by itself; _shutdown waits for it
+        ops.stopping()  # STOPPING=1, /readyz 503; the watchdog keeps pinging until close()
+        try:
+            await _shutdown(gateway, background)
+        finally:
+            await ops.close()
 
 
 async def _run_mqtt(gateway: Gateway) -> None:
@@ -169,6 +181,25 @@ async def _run_modem(gateway: Gateway) -> None:
         group.create_task(_expire_sms_parts(gateway.sms))
 
 
+async def _run_api(gateway: Gateway, stop: asyncio.Event) -> None:
+    """The query API inside ``run`` when ``[api]`` is configured; it never stops intake."""
+    if gateway.config.api is None:
+        await stop.wait()  # nothing to serve: done as soon as shutdown starts
+        return
+    from gateway.api import serve_api  # noqa: PLC0415 - the web stack only when serving
+
+    try:
+        await serve_api(gateway.config, stop, wait_for_store=True)
+    except (GatewayError, OSError) as exc:
+        log.error(
+            "api_failed",
+            error=str(exc),
+            component="api",
+            action="fix [api] (is the port free?) and restart; presses are still taken",
+        )
+        await stop.wait()
+
+
 async def _expire_sms_parts(sms: SmsIntake) -> None:
     while True:
         with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
@@ -177,7 +208,9 @@ async def _expire_sms_parts(sms: SmsIntake) -> None:
 
 
 async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
-    writer, forwarder, reporter, mqtt, importer, modem = background
+    writer, forwarder, reporter, mqtt, importer, modem, api = background
+    await asyncio.wait({api}, timeout=SHUTDOWN_GRACE_S)  # queries first: they only read
+    await _finish(api)
     # Unacknowledged MQTT messages stay with the broker and come back on restart;
     # a message being taken from the modem is deleted only after its commit.
     await _finish(mqtt)
@@ -185,11 +218,19 @@ async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)
-    for task in (forwarder, reporter, importer):
+    # The batch in hand and the drain share one budget: forwarding ends by this time.
+    forwarding_ends = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+    try:  # let the batch in hand reach the store: a write cut off mid-way is left open
+        async with asyncio.timeout_at(forwarding_ends), gateway.forwarder.between_batches():
+            await _finish(forwarder)
+    except TimeoutError:
+        await _finish(forwarder)
+    for task in (reporter, importer):
         await _finish(task)
     if not writer.done():
         try:
-            await asyncio.wait_for(gateway.forwarder.drain(), SHUTDOWN_GRACE_S)
+            async with asyncio.timeout_at(forwarding_ends):
+                await gateway.forwarder.drain()
         except (TimeoutError, GatewayError) as exc:
             log.warning("shutdown_left_backlog", error=str(exc) or type(exc).__name__)
     await _finish(writer)

@@ -17,6 +17,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.export import FORMATS, export, parse_time
 from gateway.logs import configure_logging
 from gateway.mqtt_credentials import write_password_file
+from gateway.ops_cli import add_commands as add_operations_commands
 from gateway.registry import load_registry
 from gateway.stores import open_store
 
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+    add_operations_commands(commands)  # check, status (gateway/ops_cli.py)
     return parser
 
 

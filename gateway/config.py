@@ -105,6 +105,8 @@ class HealthSection:
     low_battery_pct: int = 20
     clock_drift_s: float = 120.0
     store_outage_budget_s: float = 3600.0  # /readyz stays ready this long with the store down
+    probe_interval_s: float = 5.0  # how often the store is probed for /readyz
+    status_interval_s: float = 60.0  # how often the fleet status is saved to status.db
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import structlog
 
@@ -77,6 +78,12 @@ class Forwarder:
             await self._outbox.forwarded(pending)
             self.forwarded += len(pending)
             return len(pending)
+
+    @contextlib.asynccontextmanager
+    async def between_batches(self) -> AsyncIterator[None]:
+        """Inside, no batch is in hand: shutdown cancels run() here, never mid-write."""
+        async with self._one_batch_at_a_time:
+            yield
 
     async def drain(self) -> None:
         """Forward until the outbox is empty (used at shutdown and by tools)."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.fleet_status import FleetStatus
 from gateway.outbox import Outbox
 from gateway.registry import Registry
 from gateway.rows import PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
+from protocols.constants import NakCode
 from protocols.errors import DecodeError
-from protocols.frames import Heartbeat, Presses
+from protocols.frames import Heartbeat, Hello, Presses
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class IngestCounters:
     refused_frames: int = 0
     heartbeats: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
+    naks: dict[str, int] = field(default_factory=dict)  # by NAK code name
+    quarantined: dict[str, int] = field(default_factory=dict)  # by reason
 
 
 class Ingest:
@@ -47,6 +51,7 @@ class Ingest:
         self.counters = IngestCounters()
         self.last_heartbeat: dict[int, tuple[Heartbeat, Origin]] = {}
         self._offsets: dict[int, UtcOffsets] = {}
+        self.fleet = FleetStatus()  # what each terminal last reported (gateway/fleet_status.py)
 
     def next_seq(self, terminal_id: int) -> int:
         return self._outbox.next_seq(terminal_id)
@@ -100,6 +105,9 @@ class Ingest:
         self.counters.rejected_records += len(rejected)
         by = self.counters.by_transport
         by[origin.transport] = by.get(origin.transport, 0) + len(counted)
+        if rejected:
+            _count(self.counters.quarantined, "RECORD_INVALID", len(rejected))
+        self.fleet.presses(frame, origin.transport, origin.peer, origin.received_at)
 
     async def refused(
         self, error: DecodeError, origin: Origin, *, reason: str | None = None
@@ -121,7 +129,19 @@ class Ingest:
             ),
         )
         self.counters.refused_frames += 1
+        _count(self.counters.quarantined, reason or error.name)
 
     def heartbeat(self, frame: Heartbeat, origin: Origin) -> None:
         self.counters.heartbeats += 1
         self.last_heartbeat[frame.terminal_id] = (frame, origin)
+        self.fleet.heartbeat(frame, origin.transport, origin.peer, origin.received_at)
+
+    def hello(self, frame: Hello, origin: Origin) -> None:
+        self.fleet.hello(frame, origin.transport, origin.peer, origin.received_at)
+
+    def nak_sent(self, code: NakCode) -> None:
+        _count(self.counters.naks, code.name)
+
+
+def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from gateway.log_events import RepeatLimiter, add_operator_hints
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
@@ -19,6 +21,8 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            add_operator_hints,  # component and action on warnings and errors
+            RepeatLimiter(),  # bounded volume under a flood of identical warnings
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,

@@ -252,6 +252,7 @@ class MqttIngest:
         if refusal.nak is None or error.terminal_id is None:
             return None
         nak = Nak(error.terminal_id, refusal.nak, error.ref_seq)
+        self._ingest.nak_sent(refusal.nak)
         return error.terminal_id, self._encode(nak)
 
     def _encode(self, frame: Frame) -> bytes:

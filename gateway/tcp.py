@@ -73,6 +73,11 @@ class TcpServer:
         return len(self._connections)
 
     @property
+    def listening(self) -> bool:
+        """Whether the listening socket is open (readiness)."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         port: int = self._server.sockets[0].getsockname()[1]
@@ -97,6 +102,12 @@ class TcpServer:
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace_s)
             for task in late:
+                late_one = self._connections.get(task)
+                if late_one is not None:
+                    # A peer blocked writing to us reads no answer: its unsent ACKs are
+                    # lost (it resends, the outbox ignores the repeats), and the writer,
+                    # its drain failing, finishes instead of waiting for the idle timeout.
+                    late_one.abort()
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if self._server is not None:
@@ -162,6 +173,10 @@ class TerminalConnection:
         self._log = log.bind(peer=peer, transport=TRANSPORT)
         self._reading: asyncio.Task[str] | None = None
         self._stopping = False
+
+    def abort(self) -> None:
+        """Cut the connection at once; answers not yet written are not sent."""
+        self._writer.transport.abort()
 
     def stop_reading(self) -> None:
         """Take no more frames; the answers already queued still go out."""
@@ -259,6 +274,7 @@ class TerminalConnection:
         if self._terminal_id is None:
             self._log = self._log.bind(terminal_id=hello.terminal_id)
         self._terminal_id = hello.terminal_id
+        self._ingest.hello(hello, origin)
         next_seq = self._ingest.next_seq(hello.terminal_id)
         self._log.info(
             "tcp_hello",
@@ -277,6 +293,7 @@ class TerminalConnection:
             await self._ingest.presses(frame, origin)
         except OutboxBusy as exc:
             self._log.warning("presses_busy", first_seq=frame.first_seq, error=str(exc))
+            self._ingest.nak_sent(NakCode.BUSY)
             return self._encode(Nak(frame.terminal_id, NakCode.BUSY, frame.first_seq))
         ack = Ack(frame.terminal_id, FrameType.PRESSES, frame.last_seq, int(self._clock()))
         return self._encode(ack)
@@ -306,6 +323,7 @@ class TerminalConnection:
         if code is not None and terminal_id is not None:
             ref = error.ref_seq if ref_seq is None else ref_seq
             nak = self._encode(Nak(terminal_id, code, ref))
+            self._ingest.nak_sent(code)
         return _Answer(asyncio.ensure_future(self._quarantine(error, origin, code, nak)), close)
 
     async def _quarantine(

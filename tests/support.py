@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -174,16 +175,23 @@ GATEWAY_SCRIPT = str(Path(sys.executable).parent / "smiley-gateway")
 class GatewayProcess:
     """The real gateway as a separate process, which a test may kill -9."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.port = port
+        self.env = env  # added to this process's environment (NOTIFY_SOCKET, ...)
         self.process: asyncio.subprocess.Process | None = None
         self.log = config.parent / "gateway.log"
 
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                GATEWAY_SCRIPT, "run", "--config", str(self.config), stdout=log, stderr=log
+                GATEWAY_SCRIPT,
+                "run",
+                "--config",
+                str(self.config),
+                stdout=log,
+                stderr=log,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
         for _ in range(300):
             if self.process.returncode is not None:

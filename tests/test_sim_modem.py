@@ -13,6 +13,8 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any
 import pytest
 import serial
 
-from firmware_sim import cli
 from firmware_sim.modem import ModemCore, PtyModemServer, SocketModemServer
 from firmware_sim.modem_profiles import PRESETS, ModemProfile
 from firmware_sim.sms_pdu import (
@@ -765,21 +766,30 @@ def test_sms_terminal_options_and_fleet_into_the_modem() -> None:
 # ---------------------------------------------------------------- the CLI
 
 
-def test_cli_modem_runs_a_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_modem_runs_a_fleet(tmp_path: Path) -> None:
     registry = tmp_path / "terminals.toml"
     registry.write_text('[[terminal]]\nid = 1001\nkey = "000102030405060708090a0b0c0d0e0f"\n')
     argv = ["modem", "--listen", "socket://127.0.0.1:0", "--profile", "quectel,capacity=99",
             "--terminals-from", str(registry), "--hours", "30", "--speed", "900000",
             "--report", str(tmp_path / "report.json")]  # fmt: skip
-    assert cli.main(argv) == 0
-    out = json.loads(capsys.readouterr().out)
+    # In a process of its own: the CLI configures structlog for the whole process.
+    run = subprocess.run(
+        [sys.executable, "-m", "firmware_sim", *argv],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
     assert out["sms"]["batches"] == 1  # terminal 1001 sends 24 hours at 00:40
     assert out["modem"]["offered"] >= out["sms"]["pdus_delivered"] > 0
     assert out["modem"]["delivered"] == out["modem"]["offered"]
     assert json.loads((tmp_path / "report.json").read_text()) == out
 
 
-def test_cli_modem_bad_profile(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        cli.main(["modem", "--profile", "nokia", "--terminals-from", "x.toml"])
-    assert "unknown modem profile" in capsys.readouterr().err
+def test_cli_modem_bad_profile() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "firmware_sim", "modem", "--profile", "nokia",
+         "--terminals-from", "x.toml"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "unknown modem profile" in run.stderr

@@ -1,0 +1,214 @@
+"""What keeps a gateway operable unattended: systemd notify, health port, fleet status.
+
+The composition root (:func:`gateway.app.run`) makes one :class:`Operations`
+per running gateway and calls, in order::
+
+    await ops.start()    # after the transports listen: READY=1, health port, housekeeping
+    ops.stopping()       # on the way down: STOPPING=1, /readyz answers 503
+    await ops.close()    # after the gateway shut down: last status save, tasks ended
+
+Its tasks are its own and never stop the gateway: a failure here is logged,
+and a hung event loop is systemd's to restart (no WATCHDOG=1 goes out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.config import HealthSection
+from gateway.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
+from gateway.health import Check, HealthServer, ModemHealth, OutboxProbe, StoreProbe, health_app
+from gateway.log_events import configured_limiter, emit_summaries
+from gateway.outbox import Backlog
+from gateway.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = structlog.get_logger("gateway.operations")
+
+HOUSEKEEPING_S = 5.0
+
+
+class Operations:
+    """The operations side of one running gateway.
+
+    ``modem`` is the hook for the SMS transport: its status object (for example
+    ``gateway.modem_status.ModemStatus``, see :class:`gateway.health.ModemHealth`) adds
+    an ``sms`` readiness check and the ``smiley_modem_signal_dbm`` and
+    ``smiley_modem_registered`` metrics.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        modem: ModemHealth | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.gateway = gateway
+        self.modem = modem
+        self.now = clock
+        self.section = gateway.config.health or HealthSection()
+        s = self.section
+        self.fleet = gateway.ingest.fleet
+        self.fleet.limits = Thresholds(s.silent_after_s, s.low_battery_pct, s.clock_drift_s)
+        self._env = os.environ if env is None else env
+        self.notifier = Notifier.from_env(self._env) if s.watchdog else Notifier(None)
+        self.store = StoreProbe(
+            gateway.store,
+            budget_s=s.store_outage_budget_s,
+            interval_s=max(0.05, s.probe_interval_s),
+        )
+        self.outbox = OutboxProbe(self)
+        self.backlog: Backlog | None = None
+        self.status_path = gateway.config.data_dir / STATUS_FILE
+        self.server: HealthServer | None = None
+        self.watchdog: LoopWatchdog | None = None
+        self.lag = LoopLagProbe()
+        self._limiter = configured_limiter()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._was_ready: bool | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._restore_status()
+        self.fleet.known(self.gateway.registry.terminals)
+        interval = self.notifier.watchdog_interval_s
+        if interval is not None:
+            self.watchdog = LoopWatchdog(self.notifier, interval_s=interval)
+            self._spawn(self.watchdog.run(), "watchdog")
+        else:
+            self._spawn(self.lag.run(), "loop-lag")
+        self._spawn(self.store.run(), "store-probe")
+        self._spawn(self._housekeeping(), "housekeeping")
+        if self.gateway.config.health is not None:
+            server = HealthServer(health_app(self), self.section.listen)
+            try:
+                await server.start()
+            except OSError as exc:  # presses matter more than the health port: go on without
+                log.error("health_server_failed", listen=self.section.listen, error=str(exc))
+            else:
+                self.server = server
+        install_hang_hook(self._env)
+        self.notifier.ready("serving")
+
+    def stopping(self) -> None:
+        self._stopping = True
+        self.notifier.stopping("shutting down")
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self._save_status()
+        if self._limiter is not None:
+            emit_summaries(self._limiter, log, final=True)
+        self.notifier.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(self._guard(work, name), name=name))
+
+    async def _guard(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except Exception:  # a bug here must not take the gateway down; say so loudly
+            log.exception("operations_task_failed", task=name)
+
+    # --- readiness ----------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Check]]:
+        gw = self.gateway
+        checks: dict[str, Check] = {
+            "outbox": self.outbox.check(),
+            "store": self.store.check(),
+        }
+        if gw.tcp is not None:
+            checks["tcp"] = Check(
+                gw.tcp.listening, {} if gw.tcp.listening else {"error": "not listening"}
+            )
+        if gw.mqtt is not None:
+            connected = gw.mqtt.connected.is_set()
+            checks["mqtt"] = Check(
+                connected, {} if connected else {"error": "broker not connected"}
+            )
+        if self.modem is not None:
+            m = self.modem
+            checks["sms"] = Check(
+                m.ready and m.registered is not False,
+                {"modem_ready": m.ready, "registered": m.registered, "signal_dbm": m.signal_dbm},
+            )
+        checks["running"] = Check(
+            not self._stopping, {"error": "shutting down"} if self._stopping else {}
+        )
+        return all(c.ok for c in checks.values()), checks
+
+    def ready_now(self) -> bool:
+        return self.readiness()[0]
+
+    async def refresh_backlog(self) -> None:
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            self.backlog = await self.gateway.outbox.backlog()
+
+    def loop_lag_s(self) -> float:
+        return self.watchdog.last_lag_s if self.watchdog is not None else self.lag.last_lag_s
+
+    def log_suppressed(self) -> int:
+        return self._limiter.suppressed_total if self._limiter is not None else 0
+
+    # --- housekeeping -------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Silent terminals, readiness changes, log summaries; the status file now and then."""
+        saved = time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.05, min(HOUSEKEEPING_S, self.section.silent_after_s / 4)))
+            self.fleet.sweep(self.now())
+            self._log_readiness()
+            if self._limiter is not None:
+                emit_summaries(self._limiter, log)
+            if time.monotonic() - saved >= self.section.status_interval_s:
+                saved = time.monotonic()
+                await self._save_status()
+
+    def _log_readiness(self) -> None:
+        ready, checks = self.readiness()
+        if ready == self._was_ready:
+            return
+        if not ready and not self._stopping:
+            failing = {n: c.detail.get("error") for n, c in checks.items() if not c.ok}
+            log.warning("gateway_unready", failing=failing)
+        elif ready and self._was_ready is not None:
+            log.info("gateway_ready")
+        self._was_ready = ready
+
+    async def _save_status(self) -> None:
+        rows = self.fleet.snapshot()
+        try:
+            await asyncio.to_thread(save_status, self.status_path, rows, self.now())
+        except (OSError, sqlite3.Error) as exc:
+            log.error("status_save_failed", path=str(self.status_path), error=str(exc))
+
+    async def _restore_status(self) -> None:
+        try:
+            rows, _ = await asyncio.to_thread(load_status, self.status_path)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("status_save_failed", path=str(self.status_path), error=str(exc))
+            return
+        self.fleet.restore(rows)
