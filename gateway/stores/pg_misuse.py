@@ -8,7 +8,7 @@ from typing import TypeAlias
 import asyncpg
 import asyncpg.pool
 
-from gateway.rows import HourCountRow, PressRow
+from gateway.rows import HourCountRow
 from gateway.stores.misuse import reflag
 
 _Connection: TypeAlias = (
@@ -98,12 +98,18 @@ def hour_args(hours: Sequence[HourCountRow]) -> list[list[object]]:
     return [list(column) for column in zip(*hours, strict=True)]
 
 
-async def reflag_batch(conn: _Connection, presses: Sequence[PressRow]) -> None:
-    """Bring the misuse flags of the batch's terminals up to date (module docstring)."""
-    spans: dict[int, tuple[int, int]] = {}
-    for p in presses:
-        low, high = spans.get(p.terminal_id, (p.occurred_at, p.occurred_at))
-        spans[p.terminal_id] = (min(low, p.occurred_at), max(high, p.occurred_at))
+async def reflag_batch(conn: _Connection) -> None:
+    """Bring the misuse flags up to date after the presses the batch inserted.
+
+    Only presses new to the store count (press_fresh, filled by the insert): a
+    resend of an old press must not make the walk start at its old time.
+    """
+    spans: dict[int, tuple[int, int]] = {
+        r[0]: (r[1], r[2])
+        for r in await conn.fetch(
+            "SELECT terminal_id, min(occurred_at), max(occurred_at) FROM press_fresh GROUP BY 1"
+        )
+    }
     ids = list(spans)
     firsts = [spans[t][0] for t in ids]
     starts = {r[0]: (r[1], r[2]) for r in await conn.fetch(_STARTS, ids, firsts)}

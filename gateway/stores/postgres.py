@@ -15,13 +15,16 @@ published benchmarks it is the fastest Python PostgreSQL driver, which
 matters on the small edge machines gateways run on. It ships wheels with no
 libpq to install. Its one cost, no type information, is paid by asyncpg-stubs.
 
-How a batch is written (:meth:`PostgresStore.write`), all in one transaction:
+How a batch is written (:meth:`PostgresStore.write`), all in one transaction,
+one writer at a time (a transaction-scoped advisory lock):
 
 1. the months the batch touches get their ``press`` partitions if they lack
    them (under an advisory lock, see :func:`_ensure_partitions`);
 2. the rows are ``COPY``-ed into a per-connection temporary staging table;
 3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
-   only the claimed rows into ``press`` and adds them to the hourly rollup.
+   only the claimed rows into ``press`` and adds them to the hourly rollups;
+4. the misuse flags of the terminals with new presses are brought up to date
+   (``pg_misuse.py``), and hour counts from SMS are upserted by batch_seq.
 
 A retry after a lost commit reply finds every key claimed and changes
 nothing; two gateways sending the same press race for its key and one wins.
@@ -62,6 +65,7 @@ LOCK_NAMESPACE = 0x534D4C59
 LOCK_MIGRATIONS = 1
 LOCK_PARTITIONS = 2
 LOCK_REGISTRY = 3
+LOCK_WRITES = 4
 
 _DB_ERRORS = (
     asyncpg.PostgresError,  # server errors, and connections lost (PostgresConnectionError)
@@ -106,6 +110,10 @@ IF NOT pg_is_in_recovery() THEN
         count integer NOT NULL DEFAULT 1,
         ord bigint GENERATED ALWAYS AS IDENTITY
     ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS press_fresh (
+        terminal_id bigint NOT NULL,
+        occurred_at bigint NOT NULL
+    ) ON COMMIT DELETE ROWS;
 END IF;
 END $$
 """
@@ -141,6 +149,10 @@ WITH firsts AS (
     SELECT terminal_id, seq, to_timestamp(occurred_at), utc_offset_s, precision, button,
            followup, count, transport, clock_corrected, received_at_ms
     FROM fresh
+    RETURNING 1
+), noted AS (
+    INSERT INTO press_fresh (terminal_id, occurred_at)
+    SELECT terminal_id, occurred_at FROM fresh
     RETURNING 1
 ), counted AS (
     SELECT coalesce(t.survey, -1) AS survey, coalesce(t.location, -1) AS location,
@@ -271,6 +283,12 @@ class PostgresStore:
         try:
             await self._ensure_ready()
             async with self._pool.acquire() as conn, conn.transaction():
+                # One writer at a time: a batch updates rollup rows and misuse flags
+                # that other gateways' batches touch too, in several statements, and
+                # taking them in turn is what rules out deadlocks between them.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_WRITES
+                )
                 if months - self._months:
                     await _ensure_partitions(conn, months)
                 if presses:
@@ -278,7 +296,7 @@ class PostgresStore:
                         "press_stage", records=presses, columns=_STAGE_COLUMNS
                     )
                     await conn.execute(_INSERT_FROM_STAGE)
-                    await reflag_batch(conn, presses)
+                    await reflag_batch(conn)
                 if hours:
                     await conn.execute(UPSERT_HOURS, *hour_args(hours))
                 if rejects:

@@ -153,6 +153,14 @@ _INSERT_REJECT = (
 _STREAM_CHUNK = 2000
 _WALK_CHUNK = 256
 # The terminal's misuse interval, and the last counted press before a time.
+# The presses each write actually inserted, noted by a trigger on this
+# connection only (temporary, so other processes writing the file see none).
+_FRESH = """
+CREATE TEMP TABLE IF NOT EXISTS fresh_press (terminal_id INTEGER, occurred_at INTEGER);
+CREATE TEMP TRIGGER IF NOT EXISTS fresh_press_noted AFTER INSERT ON main.press BEGIN
+    INSERT INTO fresh_press VALUES (NEW.terminal_id, NEW.occurred_at);
+END;
+"""
 _MISUSE_START = (
     "SELECT s.misuse_interval_s, (SELECT max(occurred_at) FROM press"
     " WHERE terminal_id = ? AND occurred_at < ? AND misuse = 0)"
@@ -179,6 +187,8 @@ class SqliteStore:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=10000")
             await _migrate(db)
+            for statement in _statements(_FRESH):
+                await db.execute(statement)
         except BaseException:
             await db.close()
             raise
@@ -198,7 +208,7 @@ class SqliteStore:
             await db.execute("BEGIN IMMEDIATE")
             if presses:
                 await db.executemany(_INSERT_PRESS, presses)
-                await self._reflag(presses)
+                await self._reflag()
             if hours:
                 await db.executemany(_UPSERT_HOUR, hours)
             if rejects:
@@ -208,14 +218,21 @@ class SqliteStore:
             await _rollback(db)
             raise StoreError(f"sqlite store: {exc}") from exc
 
-    async def _reflag(self, presses: Sequence[PressRow]) -> None:
-        """Bring the misuse flags of the terminals in ``presses`` up to date."""
-        spans: dict[int, tuple[int, int]] = {}
-        for p in presses:
-            low, high = spans.get(p.terminal_id, (p.occurred_at, p.occurred_at))
-            spans[p.terminal_id] = (min(low, p.occurred_at), max(high, p.occurred_at))
+    async def _reflag(self) -> None:
+        """Bring the misuse flags up to date after the presses just inserted.
+
+        Only presses new to the store count (fresh_press): a resend of an old
+        press is ignored by the insert and must not make the walk start at its
+        old time, which would read the terminal's history at every batch.
+        """
         db = self._db
-        for terminal_id, (first, latest) in spans.items():
+        async with db.execute(
+            "SELECT terminal_id, min(occurred_at), max(occurred_at) FROM fresh_press"
+            " GROUP BY terminal_id"
+        ) as cursor:
+            spans = list(await cursor.fetchall())
+        await db.execute("DELETE FROM fresh_press")
+        for terminal_id, first, latest in spans:
             async with db.execute(_MISUSE_START, (terminal_id, first, terminal_id)) as cursor:
                 row = await cursor.fetchone()
             if row is None or not row[0]:
