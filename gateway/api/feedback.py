@@ -106,22 +106,10 @@ def time_filter(
     )
 
 
-_WALK_TIME_FROM = 100  # terminals in a selection from which SQLite walks the time index
-
-
 def _press_query(
     d: Dialect, s: Selection, limit: int | None, offset: int = 0
 ) -> tuple[str, list[Any]]:
-    # SQLite picks the (terminal_id, occurred_at) index for an IN list and then
-    # sorts every matching press of the window; for many terminals, walking the
-    # time index (its rows come in the page's order) and filtering is far cheaper.
-    # The unary + keeps the planner off the terminal index.
-    column = (
-        "+p.terminal_id"
-        if d.name == "sqlite" and len(s.terminals) >= _WALK_TIME_FROM
-        else "p.terminal_id"
-    )
-    where, args = d.in_list(column, s.terminals)
+    where, args = d.in_list("p.terminal_id", s.terminals)
     times, more = time_filter(d, "p.occurred_at", "p.utc_offset_s", s.window)
     args += more
     if not s.include_misuse:
