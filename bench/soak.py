@@ -22,8 +22,10 @@ outbox depth (``/metrics``). At the end it reports
 - that every ACKed press is in the central store, and that SIGTERM stopped
   the gateway with status 0.
 
-SMS (``--sms``) is not wired into the gateway yet; the option is reserved and
-says so.
+SMS terminals (``--terminals-sms``, 0 for none) send HOURLY batches through a
+simulated GSM modem (firmware_sim, Quectel profile) on a local ``socket://``
+port, in simulated time (``--sms-speed`` simulated seconds per second); at
+the end the central store must hold each hour with its latest batch's counts.
 """
 
 from __future__ import annotations
@@ -49,10 +51,14 @@ from firmware_sim import (  # noqa: E402
     Fleet,
     FleetOptions,
     LinkOptions,
+    ModemProfile,
     MqttLinkOptions,
+    SmsFleet,
+    SocketModemServer,
     Steady,
     load_registry,
 )
+from firmware_sim.sms_terminal import SmsFleetOptions  # noqa: E402
 from tests.brokers import PrivateMosquitto  # noqa: E402
 from tests.support import GatewayProcess, free_port  # noqa: E402
 
@@ -91,6 +97,8 @@ class Report:
     stored: int = 0
     exit_code: int | None = None
     stop_s: float | None = None
+    sms_batches: int = 0
+    sms_hours: int = 0
     broken: list[str] = field(default_factory=list)
 
 
@@ -140,15 +148,25 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
 async def soak(args: argparse.Namespace, work: Path) -> Report:
     rng = random.Random(args.seed)
     transports = ["tcp"] + ([] if args.no_mqtt else ["mqtt"])
+    transports += ["sms"] if args.terminals_sms > 0 else []
     tcp_ids = list(range(10_001, 10_001 + args.terminals_tcp))
     mqtt_ids = list(range(20_001, 20_001 + args.terminals_mqtt)) if "mqtt" in transports else []
+    sms_ids = list(range(30_001, 30_001 + args.terminals_sms))
     report = Report(
         args.minutes,
         transports,
-        {"tcp": len(tcp_ids), "mqtt": len(mqtt_ids)},
+        {"tcp": len(tcp_ids), "mqtt": len(mqtt_ids), "sms": len(sms_ids)},
         args.rate,
     )
-    (work / "terminals.toml").write_text(registry_toml(tcp_ids + mqtt_ids, rng), encoding="utf-8")
+    all_ids = tcp_ids + mqtt_ids + sms_ids
+    (work / "terminals.toml").write_text(registry_toml(all_ids, rng), encoding="utf-8")
+    modem = None
+    sms_section = ""
+    if sms_ids:
+        modem = SocketModemServer(ModemProfile.preset("quectel"))
+        await modem.start()
+        sms_section = f'[sms]\nport = "{modem.url}"\npoll_interval_s = 30\n'
+
     broker = None
     mqtt_section = ""
     if mqtt_ids:
@@ -174,6 +192,7 @@ url = "sqlite:///var/central.db"
 [health]
 listen = "127.0.0.1:{health_port}"
 {mqtt_section}
+{sms_section}
 """,
         encoding="utf-8",
     )
@@ -191,6 +210,10 @@ listen = "127.0.0.1:{health_port}"
     if mqtt_ids and broker is not None:
         mqtt_link = MqttLinkOptions("127.0.0.1", broker.port, window=4, heartbeat_interval=30)
         fleets.append(Fleet({i: registry[i] for i in mqtt_ids}, mqtt_link, options))
+    sms_fleet = None
+    if modem is not None:
+        sms_fleet = SmsFleet({i: registry[i] for i in sms_ids}, modem.deliver,
+                             SmsFleetOptions(seed=args.seed))  # fmt: skip
     duration = args.minutes * 60
     warmup = min(args.warmup_minutes * 60, duration / 4)
     started = time.monotonic()
@@ -212,13 +235,21 @@ listen = "127.0.0.1:{health_port}"
     for fleet in fleets:
         await fleet.__aenter__()
     sampler = asyncio.create_task(sample())
+    texting = asyncio.create_task(
+        sms_fleet.run(speed=args.sms_speed) if sms_fleet is not None else asyncio.sleep(0)
+    )
     try:
         await asyncio.gather(*(f.run(duration=duration) for f in fleets))
+        texting.cancel()
+        await asyncio.gather(texting, return_exceptions=True)
+        if modem is not None:
+            await _modem_emptied(modem)
         report.outbox_rows_at_end_of_load = await asyncio.to_thread(outbox_rows, health_port)
         await asyncio.gather(*(f.wait_all_acked(timeout=300) for f in fleets))
     finally:
+        texting.cancel()
         sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+        await asyncio.gather(sampler, texting, return_exceptions=True)
         for fleet in fleets:
             await fleet.__aexit__(None, None, None)
     report.made = sum(f.report.made_count for f in fleets)
@@ -238,10 +269,24 @@ listen = "127.0.0.1:{health_port}"
     report.stop_s = round(time.monotonic() - stop_started, 2)
     if broker is not None:
         await broker.stop()
+    if modem is not None:
+        await modem.close()
 
     with sqlite3.connect(var / "central.db") as db:
         stored = {(t, s) for t, s in db.execute("SELECT terminal_id, seq FROM press")}
+        hours: dict[tuple[int, int], list[int]] = {}
+        for t, hour, button, n in db.execute(
+            "SELECT terminal_id, hour, button, count FROM hourly"
+        ):  # fmt: skip
+            hours.setdefault((t, hour), [0, 0, 0, 0])[button - 1] = n
     report.stored = len(stored)
+    if sms_fleet is not None:
+        expected = sms_fleet.report.expected_counts()
+        report.sms_batches = len(sms_fleet.report.batches)
+        report.sms_hours = len(expected)
+        wrong = sum(tuple(hours.get(k, [0, 0, 0, 0])) != v for k, v in expected.items())
+        if wrong:
+            report.broken.append(f"{wrong} of {len(expected)} SMS hours differ in the store")
     if missing := acked_keys - stored:
         report.broken.append(f"{len(missing)} ACKed presses not in the store")
     if report.exit_code != 0:
@@ -261,6 +306,14 @@ listen = "127.0.0.1:{health_port}"
     return report
 
 
+async def _modem_emptied(modem: SocketModemServer) -> None:
+    """The gateway took (and deleted) every message the modem got: up to 2 minutes."""
+    for _ in range(240):
+        if not modem.stored_now and modem.counters.delivered >= modem.counters.offered:
+            return
+        await asyncio.sleep(0.5)
+
+
 def _keys(path: Path) -> dict[int, bytes]:
     return dict(load_registry(path))
 
@@ -272,6 +325,11 @@ def print_report(report: Report) -> None:
         f" {report.rate_per_terminal:g} presses/s each; transports {report.transports}"
     )
     print(f"  presses       made {report.made:,}, ACKed {report.acked:,}, stored {report.stored:,}")
+    if "sms" in report.transports:
+        print(
+            f"  sms           {report.sms_batches:,} batches, {report.sms_hours:,} terminal-hours,"
+            " each stored with its latest batch's counts unless BROKEN says otherwise"
+        )
     if report.growth_pct_per_hour is not None:
         print(
             f"  memory        VmRSS {report.rss_after_warmup_kb} kB after warm-up; growth"
@@ -308,16 +366,14 @@ def main() -> int:
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-minutes", type=float, default=15.0)
     parser.add_argument("--no-mqtt", action="store_true", help="TCP only")
-    parser.add_argument("--sms", action="store_true", help="reserved: SMS terminals (not yet)")
+    parser.add_argument("--terminals-sms", type=int, default=10, help="0: no SMS")
+    parser.add_argument(
+        "--sms-speed", type=float, default=60.0, help="SMS terminals' simulated seconds per second"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the whole report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
-    if args.sms:
-        print(
-            "soak: --sms is not available yet: the modem transport is not wired in", file=sys.stderr
-        )
-        return 2
     work = Path(tempfile.mkdtemp(prefix="smiley-soak-"))
     try:
         report = asyncio.run(soak(args, work))
