@@ -39,16 +39,10 @@ from firmware_sim.errors import (
 )
 from firmware_sim.faults import Fault, FaultOptions, ScheduledFault
 from firmware_sim.fleet import Fleet, FleetOptions
-from firmware_sim.modem import (
-    ModemCore,
-    ModemCounters,
-    ModemServer,
-    PtyModemServer,
-    SocketModemServer,
-    StoredMessage,
-)
+from firmware_sim.modem import ModemCore, ModemCounters, StoredMessage
 from firmware_sim.modem_profiles import PRESETS as MODEM_PRESETS
 from firmware_sim.modem_profiles import ModemProfile
+from firmware_sim.modem_server import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.mqtt import MqttLinkOptions, PasswordSource
 from firmware_sim.mqtt_client import MqttProtocol
 from firmware_sim.patterns import Child, LunchQueue, Pattern, PressBudget, Steady

@@ -27,8 +27,8 @@ from firmware_sim.backoff import BackoffOptions
 from firmware_sim.errors import NotAllAcked, SimulatorError, TerminalStopped
 from firmware_sim.faults import FaultOptions, ScheduledFault
 from firmware_sim.fleet import Fleet, FleetOptions
-from firmware_sim.modem import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.modem_profiles import PRESETS, ModemProfile
+from firmware_sim.modem_server import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.mqtt import MqttLinkOptions, PasswordSource
 from firmware_sim.mqtt_client import MqttProtocol
 from firmware_sim.patterns import Child, LunchQueue, Pattern, Steady

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 from firmware_sim import Fleet, FleetOptions, LinkOptions, Steady
 from firmware_sim.faults import FaultOptions
-from firmware_sim.modem import SocketModemServer
 from firmware_sim.modem_profiles import ModemProfile
+from firmware_sim.modem_server import SocketModemServer
 from firmware_sim.sms_terminal import SmsFleet
 from gateway.app import Gateway, build, run
 from gateway.config import Config, SmsSection, parse_listen

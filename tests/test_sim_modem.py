@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 import serial
 
-from firmware_sim.modem import ModemCore, PtyModemServer, SocketModemServer
+from firmware_sim.modem import ModemCore
 from firmware_sim.modem_profiles import PRESETS, ModemProfile
+from firmware_sim.modem_server import PtyModemServer, SocketModemServer
 from firmware_sim.sms_pdu import (
     GSM7,
     Concat,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from firmware_sim.modem import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.modem_profiles import ModemProfile
+from firmware_sim.modem_server import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.sms_pdu import DCS_8BIT, Deliver, Form, deliver_pdu, split_frame
 from firmware_sim.sms_terminal import SmsFleet, SmsFleetOptions, SmsReport
 from protocols.frames import Ack, Hourly, Presses, PressRecord, decode, encode
