@@ -60,7 +60,7 @@ from firmware_sim import (  # noqa: E402
 )
 from firmware_sim.sms_terminal import SmsFleetOptions  # noqa: E402
 from tests.brokers import PrivateMosquitto  # noqa: E402
-from tests.support import GatewayProcess, free_port  # noqa: E402
+from tests.support import GatewayProcess, free_port, write_config  # noqa: E402
 
 GROWTH_TARGET_PCT = 2.0
 
@@ -159,7 +159,6 @@ async def soak(args: argparse.Namespace, work: Path) -> Report:
         args.rate,
     )
     all_ids = tcp_ids + mqtt_ids + sms_ids
-    (work / "terminals.toml").write_text(registry_toml(all_ids, rng), encoding="utf-8")
     modem = None
     sms_section = ""
     if sms_ids:
@@ -176,25 +175,11 @@ async def soak(args: argparse.Namespace, work: Path) -> Report:
         await broker.start()
         mqtt_section = f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\nclient_id = "gw-soak"\n'
     port, health_port = free_port(), free_port()
-    config = work / "gateway.toml"
-    config.write_text(
-        f"""
-[gateway]
-data_dir = "var"
-registry = "terminals.toml"
-stats_interval_s = 60
-log_format = "json"
-log_level = "warning"
-[tcp]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite:///var/central.db"
-[health]
-listen = "127.0.0.1:{health_port}"
-{mqtt_section}
-{sms_section}
-""",
-        encoding="utf-8",
+    config = write_config(
+        work,
+        port=port,
+        registry=registry_toml(all_ids, rng),
+        extra=f'[health]\nlisten = "127.0.0.1:{health_port}"\n{mqtt_section}{sms_section}',
     )
     gateway = GatewayProcess(config, port)
     await gateway.start()
@@ -309,7 +294,7 @@ listen = "127.0.0.1:{health_port}"
 async def _modem_emptied(modem: SocketModemServer) -> None:
     """The gateway took (and deleted) every message the modem got: up to 2 minutes."""
     for _ in range(240):
-        if not modem.stored_now and modem.counters.delivered >= modem.counters.offered:
+        if modem.all_taken:
             return
         await asyncio.sleep(0.5)
 

@@ -99,6 +99,13 @@ class ModemServer(abc.ABC):
     def stored_now(self) -> int:
         return self.core.stored_now
 
+    @property
+    def all_taken(self) -> bool:
+        """Every message the network offered was stored, and none is stored now: the
+        gateway took (and deleted) them all."""
+        counters = self.core.counters
+        return self.core.stored_now == 0 and counters.delivered >= counters.offered
+
     async def disconnect(self, down_s: float = 1.0, *, reboot: bool = True) -> None:
         """USB re-enumeration: the port goes away for ``down_s`` and comes back (the modem
         rebooted unless ``reboot`` is False). Returns once it is back."""

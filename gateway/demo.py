@@ -123,7 +123,7 @@ async def _run(  # noqa: PLR0917
 async def _modem_emptied(modem: SocketModemServer) -> None:
     """Wait until the gateway took and deleted every message the modem got."""
     async with asyncio.timeout(60.0):
-        while modem.stored_now or modem.counters.delivered < modem.counters.offered:  # noqa: ASYNC110
+        while not modem.all_taken:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
 

@@ -291,8 +291,7 @@ async def run_fleet(
 
 
 async def _all_taken(modem: ModemServer, fleet: SmsFleet) -> bool:
-    counters = modem.counters
-    return modem.stored_now == 0 and counters.delivered >= counters.offered > 0
+    return modem.all_taken and modem.counters.offered > 0
 
 
 def expected_rows(report: SmsReport) -> dict[tuple[int, str, int], int]:
