@@ -27,7 +27,7 @@ from gateway.stores.base import (
 )
 from gateway.stores.misuse import reflag
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA_V1 = """
 CREATE TABLE company (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE location (
@@ -132,7 +132,15 @@ WHEN OLD.misuse <> NEW.misuse BEGIN
     DO UPDATE SET presses = presses + excluded.presses;
 END;
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# Version 4: the time index carries what a feedback page filters on, so a page
+# deep into a month skips its offset inside the index; before, every skipped
+# press cost a lookup in the table for its misuse flag and UTC offset. It
+# also gives the full (occurred_at, terminal_id, seq) order pages are read in.
+_SCHEMA_V4 = """
+DROP INDEX press_time;
+CREATE INDEX press_time ON press (occurred_at, terminal_id, seq, utc_offset_s, misuse, followup);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 _INSERT_PRESS = (  # columns in PressRow order, so rows go in as they are
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
