@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python bench/postgres.py [--rows 200000] [--batch 2000]
                                        [--presses 10000000] [--terminals 500] [--surveys 1]
-                                       [--queries 100] [--json OUT]
+                                       [--queries 100] [--drain-only] [--json OUT]
 
 Everything runs on a private PostgreSQL cluster (tests/pg.py: initdb in a temp
 dir, a free port, fsync off); the shared server on 5432 is never touched.
@@ -38,11 +38,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.config import StoreSection
 from gateway.rows import PressRow
 from gateway.stores.postgres import PostgresStore, partition_name
 from tests.pg import ClusterUnavailable, PrivateCluster
@@ -93,6 +95,7 @@ class Options:
     surveys: int
     queries: int
     seed: int
+    drain_only: bool
     json_path: Path | None
 
 
@@ -101,12 +104,20 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         prog="bench/postgres.py", description="PostgreSQL central store benchmark."
     )
     parser.add_argument("--rows", type=int, default=200_000, help="backlog rows to drain")
-    parser.add_argument("--batch", type=int, default=2000, help="rows per write (forward_batch)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=StoreSection().forward_batch,  # what the forwarder uses unless configured
+        help="rows per write (store.forward_batch)",
+    )
     parser.add_argument("--presses", type=int, default=10_000_000, help="presses in the year")
     parser.add_argument("--terminals", type=int, default=500, help="terminals of the chain")
     parser.add_argument("--surveys", type=int, default=1, help="surveys the terminals share")
     parser.add_argument("--queries", type=int, default=100, help="timed runs of each query")
     parser.add_argument("--seed", type=int, default=1, help="seed of the backlog rows")
+    parser.add_argument(
+        "--drain-only", action="store_true", help="skip the results part (load and queries)"
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write results here")
     args = parser.parse_args(argv)
     options = Options(**vars(args))
@@ -246,7 +257,7 @@ async def drain(cluster: PrivateCluster, options: Options) -> Drain:
         await add_terminals(store_url, options.terminals, options.surveys)
         await store.write(chunks[0][:1], [])  # partitions and staging table, not timed
         conn = await asyncpg.connect(store_url)
-        await conn.execute("TRUNCATE press, press_key, press_hourly")
+        await conn.execute("TRUNCATE press, press_key, press_hourly, press_hourly_survey")
         started = time.perf_counter()
         for chunk in chunks:
             await store.write(chunk, [])
@@ -254,11 +265,15 @@ async def drain(cluster: PrivateCluster, options: Options) -> Drain:
         stored = await conn.fetchval("SELECT count(*) FROM press")
         keys = await conn.fetchval("SELECT count(*) FROM press_key")
         hourly = await conn.fetchval("SELECT sum(presses) FROM press_hourly")
+        surveyed = await conn.fetchval("SELECT sum(presses) FROM press_hourly_survey")
         await conn.close()
     finally:
         await store.close()
-    if not stored == keys == hourly == len(rows):
-        raise BenchError(f"store holds {stored} presses, {keys} keys, {hourly} counted")
+    if not stored == keys == hourly == surveyed == len(rows):
+        raise BenchError(
+            f"store holds {stored} presses, {keys} keys, {hourly} counted by terminal,"
+            f" {surveyed} by survey"
+        )
     return Drain(
         rows=len(rows),
         batch=options.batch,
@@ -384,6 +399,19 @@ def verdict(passed: bool, text: str) -> str:
     return f"{'PASS' if passed else 'FAIL'}  {text}"
 
 
+def report_results(r: Results, options: Options) -> None:
+    print(
+        f"  load          {r.presses:,} presses over {r.terminals} terminals, {r.surveys}"
+        f" survey(s), year {YEAR}: {r.load_s:.1f} s ({r.hourly_rows:,} press_hourly rows)"
+    )
+    for q in (r.month, r.year):
+        print(
+            f"  query {q.window:<7} hourly results of survey 1 ({q.result_rows:,} rows):"
+            f" p50 {q.p50_ms:.1f} ms  p95 {q.p95_ms:.1f} ms  max {q.max_ms:.1f} ms"
+            f" ({options.queries} runs)"
+        )
+
+
 async def bench(options: Options) -> int:
     try:
         cluster = PrivateCluster.create()
@@ -404,17 +432,9 @@ async def bench(options: Options) -> int:
             f" {d.copy_s:.2f} s = {d.copy_rows_per_s:,.0f} rows/s"
         )
         print(f"  ratio         store / bare COPY = {d.ratio:.2f}")
-        r = await results(cluster, options)
-        print(
-            f"  load          {r.presses:,} presses over {r.terminals} terminals, {r.surveys}"
-            f" survey(s), year {YEAR}: {r.load_s:.1f} s ({r.hourly_rows:,} press_hourly rows)"
-        )
-        for q in (r.month, r.year):
-            print(
-                f"  query {q.window:<7} hourly results of survey 1 ({q.result_rows:,} rows):"
-                f" p50 {q.p50_ms:.1f} ms  p95 {q.p95_ms:.1f} ms  max {q.max_ms:.1f} ms"
-                f" ({options.queries} runs)"
-            )
+        r = None if options.drain_only else await results(cluster, options)
+        if r is not None:
+            report_results(r, options)
     except (BenchError, asyncpg.PostgresError, OSError) as exc:
         print(f"BROKEN  {type(exc).__name__}: {exc}")
         return 1
@@ -426,7 +446,7 @@ async def bench(options: Options) -> int:
             f"drain >= {TARGET_DRAIN_RATIO:.2f} x bare COPY: {d.ratio:.2f}",
         )
     )
-    for q in (r.month, r.year):
+    for q in () if r is None else (r.month, r.year):
         print(
             verdict(
                 q.p95_ms < TARGET_QUERY_P95_MS,
@@ -435,8 +455,10 @@ async def bench(options: Options) -> int:
             )
         )
     if options.json_path is not None:
-        report = {"options": {**asdict(options), "json_path": str(options.json_path)}}
-        report |= {"drain": asdict(d), "results": asdict(r)}
+        report: dict[str, dict[str, Any] | None] = {
+            "options": {**asdict(options), "json_path": str(options.json_path)}
+        }
+        report |= {"drain": asdict(d), "results": None if r is None else asdict(r)}
         options.json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
 

@@ -29,7 +29,14 @@ from gateway.errors import ConfigError, SchemaError, StoreError
 from gateway.registry import parse_registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores import CentralStore, ImportSummary, StoredPress, StoredReject, open_store
-from gateway.stores.postgres import PostgresStore, migrations, partition_name
+from gateway.stores.postgres import (
+    _CREATE_STAGE,
+    _INSERT_FROM_STAGE,
+    _STAGE_COLUMNS,
+    PostgresStore,
+    migrations,
+    partition_name,
+)
 from gateway.stores.sqlite import SqliteStore
 from protocols.frames import Ack, Welcome
 from tests.conftest import GatewayHarness
@@ -356,14 +363,10 @@ async def test_rows_in_the_default_partition_move_to_their_new_month(
     assert [p.seq for p in await all_presses(pg)] == [1, 2]
 
 
-async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str) -> None:
-    await pg.import_registry(REGISTRY)
-    for batch in varied_batches(seed=11):
-        await pg.write(batch, [])
-    half_hour_zone = press(1002, 10**6, JAN_2026 + 10 * HOUR + 15 * 60, 3, offset=19800)
-    await pg.write([half_hour_zone], [])  # 10:15Z is 15:45 local; that hour began 09:30Z
-    async with sql(db_url) as conn:
-        grouped = await conn.fetch(
+async def press_grouped_by_hour(url: str) -> list[tuple[Any, ...]]:
+    """What press_hourly must hold: the presses grouped as the rollup groups them."""
+    async with sql(url) as conn:
+        rows = await conn.fetch(
             "SELECT coalesce(t.survey, -1), coalesce(t.location, -1), p.terminal_id,"
             " date_trunc('hour', p.occurred_at + make_interval(secs => p.utc_offset_s), 'UTC')"
             "   - make_interval(secs => p.utc_offset_s),"
@@ -371,13 +374,24 @@ async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str)
             " FROM press AS p LEFT JOIN terminal AS t ON t.id = p.terminal_id"
             " GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7"
         )
+    return [tuple(r) for r in rows]
+
+
+async def test_rollup_equals_group_by_over_press(pg: PostgresStore, db_url: str) -> None:
+    await pg.import_registry(REGISTRY)
+    for batch in varied_batches(seed=11):
+        await pg.write(batch, [])
+    half_hour_zone = press(1002, 10**6, JAN_2026 + 10 * HOUR + 15 * 60, 3, offset=19800)
+    await pg.write([half_hour_zone], [])  # 10:15Z is 15:45 local; that hour began 09:30Z
+    grouped = await press_grouped_by_hour(db_url)
+    async with sql(db_url) as conn:
         hour_of_half = await conn.fetchval(
             "SELECT extract(epoch FROM hour)::bigint FROM press_hourly WHERE terminal_id = 1002"
             " AND utc_offset_s = 19800 AND button = 3 AND hour = to_timestamp($1)",
             JAN_2026 + 9 * HOUR + 30 * 60,
         )
     table = await rollup(db_url)
-    assert table == [tuple(r) for r in grouped]
+    assert table == grouped
     assert await survey_rollup(db_url) == survey_totals(table)
     assert {row[:2] for row in table} == {(100, 11), (-1, -1)}  # 4242 is not registered
     assert sum(row[-1] for row in table) == len(await all_presses(pg))
@@ -499,6 +513,86 @@ async def test_late_presses_move_rollup_counts_between_misuse_rows(
         by_flag[row[6]] += row[7]
     assert by_flag == {False: 2, True: 2}
     assert await survey_rollup(db_url) == survey_totals(table)
+
+
+async def walks_named(url: str, batch: list[PressRow]) -> list[int]:
+    """The terminals the insert statement sends to the misuse walk, the batch then undone."""
+    async with sql(url) as conn:
+        await conn.execute(_CREATE_STAGE)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.copy_records_to_table("press_stage", records=batch, columns=_STAGE_COLUMNS)
+            return sorted(r[0] for r in await conn.fetch(_INSERT_FROM_STAGE))
+        finally:
+            await tx.rollback()
+
+
+async def test_only_presses_that_may_change_flags_are_walked(
+    pg: PostgresStore, db_url: str
+) -> None:
+    await pg.import_registry(REGISTRY)  # survey 100: misuse_interval_s = 5
+    await pg.write([press(1001, 1, JAN_2026), press(1002, 1, JAN_2026)], [])
+    # in order, 5 s or more after the last press and apart: counted, no walk
+    assert await walks_named(db_url, [press(1001, 2, JAN_2026 + 5), press(1001, 3, JAN_2026 + 10),
+                                      press(1002, 2, JAN_2026 + 99)]) == []  # fmt: skip
+    # within 5 s of the last stored press, of each other, or earlier: walked
+    assert await walks_named(db_url, [press(1001, 2, JAN_2026 + 4), press(1002, 2, JAN_2026 + 9),
+                                      press(1002, 3, JAN_2026 + 13)]) == [1001, 1002]  # fmt: skip
+    assert await walks_named(db_url, [press(1001, 0, JAN_2026 - 60)]) == [1001]
+    # no misuse interval (not in the registry): never walked; resends: nothing new to walk
+    assert await walks_named(db_url, [press(4242, s, JAN_2026) for s in range(3)]) == []
+    assert await walks_named(db_url, [press(1001, 1, JAN_2026 + 1)]) == []
+
+
+async def test_flags_and_rollup_equal_the_walk_whatever_the_arrival_order(
+    cluster: PrivateCluster,
+) -> None:
+    """In order (mostly not walked), close together or late (walked): the same flags."""
+    rng = random.Random(21)
+    gaps = {
+        1001: (0, 1, 3, 4, 5, 6, 9, 30, 700),  # around the 5 s interval: a busy terminal
+        1002: (5, 5, 6, 60, 700) * 10 + (2,),  # 5 s or more apart, now and then not
+        4242: (0, 1, 30),
+    }
+    times: dict[int, list[tuple[int, int]]] = {}
+    for terminal_id, choices in gaps.items():
+        at = JAN_2026
+        times[terminal_id] = []
+        for seq in range(400):
+            at += rng.choice(choices)
+            times[terminal_id].append((at, seq))
+    rows = [press(t, seq, at, 1 + seq % 4) for t, ts in times.items() for at, seq in ts]
+    in_order = sorted(rows, key=lambda p: (p.occurred_at, p.terminal_id, p.seq))
+    late = list(in_order)
+    for i in range(0, len(late) - 60, 97):  # some presses held back a few batches
+        late[i : i + 60] = late[i + 10 : i + 60] + late[i : i + 10]
+    found = []
+    for order in (in_order, late):
+        url = await new_database(cluster)
+        store = await PostgresStore.open(url)
+        try:
+            await store.import_registry(REGISTRY)
+            start = 0
+            for size in itertools.cycle((3, 23, 7)):  # small ones: first presses at the edges
+                if start >= len(order):
+                    break
+                await store.write(order[start : start + size], [])
+                start += size
+            await store.write(order[:100], [])  # resends change nothing
+            stored = await all_presses(store)
+        finally:
+            await store.close()
+        for terminal_id in (1001, 1002):
+            flags = {p.seq: p.misuse for p in stored if p.terminal_id == terminal_id}
+            assert flags == greedy_flags(times[terminal_id], 5)
+        assert not any(p.misuse for p in stored if p.terminal_id == 4242)
+        table = await rollup(url)
+        assert table == await press_grouped_by_hour(url)
+        assert await survey_rollup(url) == survey_totals(table)
+        found.append((stored, table))
+    assert found[0] == found[1]
+    assert any(p.misuse for p in found[0][0])
 
 
 # --- several gateways --------------------------------------------------------------------

@@ -18,12 +18,14 @@ _Connection: TypeAlias = (
 _WALK_LIMIT = 1000  # presses per terminal read at once; a walk usually settles in a few
 
 # Each terminal of the batch with a misuse interval, and its last counted press
-# before the earliest press of the batch.
+# before the earliest press of the batch, if that is within the interval: one
+# counted earlier flags nothing (as none at all), and the bound lets the scan
+# skip every older month's partition.
 _STARTS = """
 SELECT x.terminal_id, s.misuse_interval_s,
        (SELECT extract(epoch FROM p.occurred_at)::bigint FROM press AS p
         WHERE p.terminal_id = x.terminal_id AND p.occurred_at < to_timestamp(x.first)
-          AND NOT p.misuse
+          AND p.occurred_at >= to_timestamp(x.first - s.misuse_interval_s) AND NOT p.misuse
         ORDER BY p.occurred_at DESC, p.seq DESC LIMIT 1)
 FROM unnest($1::bigint[], $2::bigint[]) AS x(terminal_id, first)
 JOIN terminal AS t ON t.id = x.terminal_id
@@ -98,18 +100,13 @@ def hour_args(hours: Sequence[HourCountRow]) -> list[list[object]]:
     return [list(column) for column in zip(*hours, strict=True)]
 
 
-async def reflag_batch(conn: _Connection) -> None:
+async def reflag_batch(conn: _Connection, spans: dict[int, tuple[int, int]]) -> None:
     """Bring the misuse flags up to date after the presses the batch inserted.
 
-    Only presses new to the store count (press_fresh, filled by the insert): a
-    resend of an old press must not make the walk start at its old time.
+    ``spans`` maps each terminal to walk to the times of its first and last
+    press new to the store: only those count, as a resend of an old press must
+    not make the walk start at its old time.
     """
-    spans: dict[int, tuple[int, int]] = {
-        r[0]: (r[1], r[2])
-        for r in await conn.fetch(
-            "SELECT terminal_id, min(occurred_at), max(occurred_at) FROM press_fresh GROUP BY 1"
-        )
-    }
     ids = list(spans)
     firsts = [spans[t][0] for t in ids]
     starts = {r[0]: (r[1], r[2]) for r in await conn.fetch(_STARTS, ids, firsts)}

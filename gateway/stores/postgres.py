@@ -22,9 +22,11 @@ one writer at a time (a transaction-scoped advisory lock):
    them (under an advisory lock, see :func:`_ensure_partitions`);
 2. the rows are ``COPY``-ed into a per-connection temporary staging table;
 3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
-   only the claimed rows into ``press`` and adds them to the hourly rollups;
-4. the misuse flags of the terminals with new presses are brought up to date
-   (``pg_misuse.py``), and hour counts from SMS are upserted by batch_seq.
+   only the claimed rows into ``press``, adds them to the hourly rollups and
+   names the terminals whose new presses may change misuse flags;
+4. the misuse flags of those terminals (usually none: presses that arrive in
+   order and apart are counted) are brought up to date (``pg_misuse.py``),
+   and hour counts from SMS are upserted by batch_seq.
 
 A retry after a lost commit reply finds every key claimed and changes
 nothing; two gateways sending the same press race for its key and one wins.
@@ -66,6 +68,11 @@ LOCK_MIGRATIONS = 1
 LOCK_PARTITIONS = 2
 LOCK_REGISTRY = 3
 LOCK_WRITES = 4
+
+# Taken first by every write transaction. JIT is off there: a batch's
+# statements run in milliseconds, and compiling one (which the planner may ask
+# for when it overestimates a misuse walk) costs tens of milliseconds.
+_LOCK_WRITES = f"SET LOCAL jit = off; SELECT pg_advisory_xact_lock({LOCK_NAMESPACE}, {LOCK_WRITES})"
 
 _DB_ERRORS = (
     asyncpg.PostgresError,  # server errors, and connections lost (PostgresConnectionError)
@@ -110,10 +117,6 @@ IF NOT pg_is_in_recovery() THEN
         count integer NOT NULL DEFAULT 1,
         ord bigint GENERATED ALWAYS AS IDENTITY
     ) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE IF NOT EXISTS press_fresh (
-        terminal_id bigint NOT NULL,
-        occurred_at bigint NOT NULL
-    ) ON COMMIT DELETE ROWS;
 END IF;
 END $$
 """
@@ -127,8 +130,19 @@ END $$
 #   wait for it and then claim nothing (or claim it, if the other rolled back).
 #   Keys are claimed in (terminal_id, seq) order and rollup rows are updated in
 #   key order, so two writers never wait for each other in a cycle;
-# - only the claimed rows go into press (routed to their month's partition)
-#   and are added to press_hourly, with the terminal's survey and location.
+# - only the claimed rows go into press (routed to their month's partition),
+#   not misuse, and are added to press_hourly and press_hourly_survey, with the
+#   terminal's survey and location;
+# - the statement returns the terminals whose new presses need the misuse walk
+#   (pg_misuse.py), with the time of their first and last new press. Every
+#   other terminal's new presses are rightly stored as counted: its survey has
+#   no misuse interval, or no stored press is later than (or within the
+#   interval before) its first new press and no two of its new presses are
+#   closer than the interval, so the greedy walk counts each of them and
+#   changes no earlier flag. That is the common case (a terminal's presses
+#   arrive in order, seconds to minutes apart), and it costs no round trip.
+#   The subquery on press reads the snapshot taken before this statement's own
+#   inserts, so it sees exactly the presses stored before the batch.
 # hour is the instant the local hour began: occurred_at less the seconds
 # since the local hour began (a floor modulo, right for negative values too).
 _INSERT_FROM_STAGE = """
@@ -150,10 +164,6 @@ WITH firsts AS (
            followup, count, transport, clock_corrected, received_at_ms
     FROM fresh
     RETURNING 1
-), noted AS (
-    INSERT INTO press_fresh (terminal_id, occurred_at)
-    SELECT terminal_id, occurred_at FROM fresh
-    RETURNING 1
 ), counted AS (
     SELECT coalesce(t.survey, -1) AS survey, coalesce(t.location, -1) AS location,
            f.terminal_id,
@@ -171,14 +181,34 @@ WITH firsts AS (
     ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
     DO UPDATE SET presses = h.presses + EXCLUDED.presses
     RETURNING 1
+), by_survey AS (
+    INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
+    SELECT survey, hour, utc_offset_s, button, false, sum(presses)
+    FROM counted
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
+    DO UPDATE SET presses = s.presses + EXCLUDED.presses
+    RETURNING 1
+), spans AS (
+    SELECT terminal_id, min(occurred_at) AS first, max(occurred_at) AS last,
+           min(gap) AS closest
+    FROM (
+        SELECT terminal_id, occurred_at,
+               occurred_at - lag(occurred_at)
+                 OVER (PARTITION BY terminal_id ORDER BY occurred_at, seq) AS gap
+        FROM fresh
+    ) AS g
+    GROUP BY terminal_id
 )
-INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
-SELECT survey, hour, utc_offset_s, button, false, sum(presses)
-FROM counted
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
-DO UPDATE SET presses = s.presses + EXCLUDED.presses
+SELECT s.terminal_id, s.first, s.last
+FROM spans AS s
+JOIN terminal AS t ON t.id = s.terminal_id
+JOIN survey AS v ON v.id = t.survey
+WHERE v.misuse_interval_s > 0
+  AND (s.closest < v.misuse_interval_s
+       OR EXISTS (SELECT FROM press AS p WHERE p.terminal_id = s.terminal_id
+                  AND p.occurred_at > to_timestamp(s.first - v.misuse_interval_s)))
 """
 
 _INSERT_REJECT = (
@@ -286,17 +316,16 @@ class PostgresStore:
                 # One writer at a time: a batch updates rollup rows and misuse flags
                 # that other gateways' batches touch too, in several statements, and
                 # taking them in turn is what rules out deadlocks between them.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_WRITES
-                )
+                await conn.execute(_LOCK_WRITES)
                 if months - self._months:
                     await _ensure_partitions(conn, months)
                 if presses:
                     await conn.copy_records_to_table(
                         "press_stage", records=presses, columns=_STAGE_COLUMNS
                     )
-                    await conn.execute(_INSERT_FROM_STAGE)
-                    await reflag_batch(conn)
+                    walks = await conn.fetch(_INSERT_FROM_STAGE)
+                    if walks:
+                        await reflag_batch(conn, {r[0]: (r[1], r[2]) for r in walks})
                 if hours:
                     await conn.execute(UPSERT_HOURS, *hour_args(hours))
                 if rejects:
