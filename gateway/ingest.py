@@ -6,6 +6,7 @@ says must not be counted, and commits both to the outbox in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.fleet_status import FleetStatus
@@ -15,7 +16,7 @@ from gateway.rows import PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
 from protocols.constants import NakCode
 from protocols.errors import DecodeError
-from protocols.frames import Heartbeat, Hello, Presses
+from protocols.frames import Heartbeat, Hello, Presses, PressRecord, all_countable
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,16 @@ class Origin:
     @property
     def received_at_ms(self) -> int:
         return int(self.received_at * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A PRESSES frame turned into rows (see :meth:`Ingest.place`), not yet committed."""
+
+    frame: Presses
+    origin: Origin
+    counted: list[PressRow]
+    rejected: list[RejectRow]
 
 
 @dataclass(slots=True)
@@ -58,13 +69,22 @@ class Ingest:
 
     async def presses(self, frame: Presses, origin: Origin) -> None:
         """Return once every record of ``frame`` is durably committed (or was before)."""
+        await self.commit((self.place(frame, origin),))
+
+    async def refused(
+        self, error: DecodeError, origin: Origin, *, reason: str | None = None
+    ) -> None:
+        """Keep a frame the gateway refused, with its raw bytes and the reason."""
+        await self.commit((), (refusal_row(error, origin, reason),))
+
+    def place(self, frame: Presses, origin: Origin) -> Placed:
+        """The rows of ``frame``, placed in time; nothing is committed or counted yet."""
         received = int(origin.received_at)
         offset = clock_offset(frame, received)
         utc_offset = self._offsets.get(frame.terminal_id)
         if utc_offset is None:
             utc_offset = UtcOffsets(self._registry.zone_for(frame.terminal_id))
             self._offsets[frame.terminal_id] = utc_offset
-        valid = [r for r in frame.records if r.problem is None]
         shift = offset or 0
         corrected = offset is not None
         terminal_id, transport, received_ms = (
@@ -72,64 +92,57 @@ class Ingest:
             origin.transport,
             origin.received_at_ms,
         )
+        valid, rejected = _split(frame, origin)
+        # tuple.__new__ builds the NamedTuple without its Python-level __new__:
+        # this runs once per press.
+        new = tuple.__new__
         counted = [
-            PressRow(
-                terminal_id,
-                seq,
-                ts + shift,
-                utc_offset(ts + shift),
-                button,
-                followup,
-                corrected,
-                transport,
-                received_ms,
+            new(
+                PressRow,
+                (
+                    terminal_id,
+                    seq,
+                    ts + shift,
+                    utc_offset(ts + shift),
+                    button,
+                    followup,
+                    corrected,
+                    transport,
+                    received_ms,
+                ),
             )
             for seq, ts, button, followup in valid
         ]
-        rejected = [
-            RejectRow(
-                received_ms,
-                transport,
-                origin.peer,
-                terminal_id,
-                record.seq,
-                "RECORD_INVALID",
-                problem,
-                record.to_bytes(),
-            )
-            for record in frame.records
-            if (problem := record.problem) is not None
-        ]
-        await self._outbox.commit(counted, rejected)
-        self.counters.presses_received += len(counted)
-        self.counters.rejected_records += len(rejected)
-        by = self.counters.by_transport
-        by[origin.transport] = by.get(origin.transport, 0) + len(counted)
-        if rejected:
-            _count(self.counters.quarantined, "RECORD_INVALID", len(rejected))
-        self.fleet.presses(frame, origin.transport, origin.peer, origin.received_at)
+        return Placed(frame, origin, counted, rejected)
 
-    async def refused(
-        self, error: DecodeError, origin: Origin, *, reason: str | None = None
-    ) -> None:
-        """Keep a frame the gateway refused, with its raw bytes and the reason."""
-        await self._outbox.commit(
-            (),
-            (
-                RejectRow(
-                    origin.received_at_ms,
-                    origin.transport,
-                    origin.peer,
-                    error.terminal_id,
-                    None,
-                    reason or error.name,
-                    error.reason,
-                    error.raw,
-                ),
-            ),
-        )
-        self.counters.refused_frames += 1
-        _count(self.counters.quarantined, reason or error.name)
+    async def commit(self, placed: Sequence[Placed], refused: Sequence[RejectRow] = ()) -> None:
+        """Commit frames and refused frames in one transaction, then count them.
+
+        Return once all of it is durably committed; raise OutboxBusy (nothing
+        counted) when it is not.
+        """
+        if len(placed) == 1 and not refused:
+            counted, rejected = placed[0].counted, placed[0].rejected
+        else:
+            counted = [row for p in placed for row in p.counted]
+            rejected = [row for p in placed for row in p.rejected]
+            rejected += refused
+        await self._outbox.commit(counted, rejected)
+        for p in placed:
+            self._count_presses(p)
+        for row in refused:
+            self.counters.refused_frames += 1
+            _count(self.counters.quarantined, row.reason)
+
+    def _count_presses(self, placed: Placed) -> None:
+        origin = placed.origin
+        self.counters.presses_received += len(placed.counted)
+        self.counters.rejected_records += len(placed.rejected)
+        by = self.counters.by_transport
+        by[origin.transport] = by.get(origin.transport, 0) + len(placed.counted)
+        if placed.rejected:
+            _count(self.counters.quarantined, "RECORD_INVALID", len(placed.rejected))
+        self.fleet.presses(placed.frame, origin.transport, origin.peer, origin.received_at)
 
     def heartbeat(self, frame: Heartbeat, origin: Origin) -> None:
         self.counters.heartbeats += 1
@@ -141,6 +154,44 @@ class Ingest:
 
     def nak_sent(self, code: NakCode) -> None:
         _count(self.counters.naks, code.name)
+
+
+def _split(frame: Presses, origin: Origin) -> tuple[Sequence[PressRecord], list[RejectRow]]:
+    """The records to count, and quarantine rows for those the spec says not to count."""
+    records = frame.records
+    # Such a record is rare: one test over the frame, and only a frame that has
+    # one asks each record for its problem.
+    if all_countable(records):
+        return records, []
+    rejected = [
+        RejectRow(
+            origin.received_at_ms,
+            origin.transport,
+            origin.peer,
+            frame.terminal_id,
+            record.seq,
+            "RECORD_INVALID",
+            problem,
+            record.to_bytes(),
+        )
+        for record in records
+        if (problem := record.problem) is not None
+    ]
+    return [r for r in records if r.problem is None], rejected
+
+
+def refusal_row(error: DecodeError, origin: Origin, reason: str | None = None) -> RejectRow:
+    """The quarantine row of a refused frame: its raw bytes and why (``reason`` or its error)."""
+    return RejectRow(
+        origin.received_at_ms,
+        origin.transport,
+        origin.peer,
+        error.terminal_id,
+        None,
+        reason or error.name,
+        error.reason,
+        error.raw,
+    )
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:

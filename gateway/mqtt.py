@@ -10,6 +10,19 @@ switch paho to manual acknowledgement and send each PUBACK once the frame is
 committed (or refused and quarantined). A message whose PUBACK was never sent
 is redelivered by the broker when the session resumes.
 
+Batches: we take paho's ``on_message`` from aiomqtt (whose queue and
+iterator cost a task and several futures per message) and handle together the
+messages that one read of the socket brought: decoded at once, their frames,
+counted and refused alike, committed in one outbox job, and only then their
+answers published and their PUBACKs sent.
+
+Answers before PUBACKs: a message's answer is handed to paho before its
+PUBACK, on the same connection, and paho writes packets in the order they were
+queued; so the broker holds the answer before it lets go of the message,
+without our waiting for the answer's own PUBACK. For that paho must never hold
+a publish back: its own in-flight limit is off, and :class:`_Link` keeps at
+most the broker's Receive Maximum of answers unacknowledged instead.
+
 Backpressure: the MQTT v5 Receive Maximum tells the broker how many QoS 1
 messages may be unacknowledged at once (``max_in_flight``). A message waiting
 for a commit holds its slot, so while the outbox is slow or refusing, the
@@ -20,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -32,7 +46,7 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import Backoff
 from gateway.config import Config, MqttSection
 from gateway.errors import OutboxBusy
-from gateway.ingest import Ingest, Origin
+from gateway.ingest import Ingest, Origin, Placed, refusal_row
 from gateway.registry import Registry
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
@@ -42,6 +56,8 @@ log = structlog.get_logger("gateway.mqtt")
 
 TRANSPORT = "mqtt"
 UP_TOPICS = "smiley/v1/+/up"
+# MQTT v5 section 3.2.2.3.3: a CONNACK that names no Receive Maximum means this.
+DEFAULT_RECEIVE_MAXIMUM = 65535
 Clock = Callable[[], float]
 
 
@@ -69,6 +85,81 @@ class _Refusal(Exception):
         self.error = error
         self.nak = nak
         self.reason = reason
+
+
+Reply = tuple[int, bytes]
+"""An answer: the terminal whose down topic it goes to, and the frame's bytes."""
+
+
+@dataclass(slots=True)
+class _Taken:
+    """One message of a batch, and what it needs: a commit, a quarantine, or only an answer."""
+
+    message: paho.MQTTMessage
+    placed: Placed | None = None
+    refusal: _Refusal | None = None
+    reply: Reply | None = None
+    """Set at once for a frame that needs no commit (HEARTBEAT)."""
+
+
+class _Link:
+    """The paho callbacks of one connection that we take over from aiomqtt, in one place.
+
+    ``on_message`` fills the inbox; ``on_connect`` reads the broker's Receive
+    Maximum; ``on_publish`` (a broker PUBACK of an answer) frees a slot of the
+    answer window. aiomqtt's own connect and publish callbacks still run.
+    """
+
+    def __init__(self, inner: paho.Client) -> None:
+        self._inner = inner
+        self._inbox: list[paho.MQTTMessage] = []
+        self._delivered = asyncio.Event()
+        self._answers = asyncio.Semaphore(DEFAULT_RECEIVE_MAXIMUM)
+        self._aiomqtt_on_connect: Any = inner.on_connect
+        self._aiomqtt_on_publish: Any = inner.on_publish
+        inner.manual_ack_set(True)
+        inner.on_message = self._on_message
+        inner.on_connect = self._on_connect
+        inner.on_publish = self._on_publish
+
+    async def batch(self) -> list[paho.MQTTMessage]:
+        """Every message delivered since the last batch; waits for one if there is none."""
+        await self._delivered.wait()
+        self._delivered.clear()
+        batch, self._inbox = self._inbox, []
+        return batch
+
+    async def answer(self, message: paho.MQTTMessage, reply: Reply | None) -> bool:
+        """Publish ``reply`` (QoS 1), then PUBACK ``message``; False if the connection is gone.
+
+        Without our PUBACK the broker redelivers the message to the resumed
+        session, and the outbox deduplicates it.
+        """
+        if reply is not None:
+            await self._answers.acquire()
+            terminal_id, payload = reply
+            info = self._inner.publish(down_topic(terminal_id), payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                self._answers.release()
+                return False
+        return self._inner.ack(message.mid, message.qos) == paho.MQTT_ERR_SUCCESS
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.append(message)
+        self._delivered.set()
+
+    def _on_connect(self, client: paho.Client, userdata: Any, *args: Any) -> None:
+        properties = args[-1]
+        limit = getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM)
+        # Before any answer of this connection: nothing waits on the window yet.
+        self._answers = asyncio.Semaphore(max(1, int(limit)))
+        if self._aiomqtt_on_connect is not None:
+            self._aiomqtt_on_connect(client, userdata, *args)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, *args: Any) -> None:
+        self._answers.release()
+        if self._aiomqtt_on_publish is not None:
+            self._aiomqtt_on_publish(client, userdata, *args)
 
 
 class MqttIngest:
@@ -109,6 +200,7 @@ class MqttIngest:
 
     async def _session(self) -> None:
         client = self._client()
+        link = _Link(_paho(client))  # before connecting: a resumed session delivers at once
         async with client:
             self.connects += 1
             await client.subscribe(UP_TOPICS, qos=1)
@@ -116,9 +208,11 @@ class MqttIngest:
             self.connected.set()
             log.info("mqtt_connected", url=self._section.url, client_id=self._section.client_id)
             async with asyncio.TaskGroup() as handlers:
-                async for message in client.messages:
-                    self.messages += 1
-                    handlers.create_task(self._handle(client, message))
+                handlers.create_task(_until_disconnected(client))
+                while True:
+                    batch = await link.batch()
+                    self.messages += len(batch)
+                    handlers.create_task(self._handle(link, batch))
 
     def _client(self) -> aiomqtt.Client:
         s = self._section
@@ -126,7 +220,7 @@ class MqttIngest:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = s.session_expiry_s
         properties.ReceiveMaximum = s.max_in_flight
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             host,
             port,
             identifier=s.client_id,
@@ -140,9 +234,10 @@ class MqttIngest:
             # The broker bounds what is in flight (Receive Maximum); a bounded queue
             # here would make aiomqtt discard messages, never to be redelivered.
             max_queued_incoming_messages=0,
+            # No limit in paho: a publish it held back would follow our PUBACK;
+            # _Link bounds the answers by the broker's Receive Maximum instead.
+            max_inflight_messages=0,
         )
-        _paho(client).manual_ack_set(True)
-        return client
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self._section
@@ -155,26 +250,42 @@ class MqttIngest:
             context.load_cert_chain(self._config.path(s.cert_file), self._config.path(s.key_file))
         return context
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        topic = str(message.topic)
-        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-        origin = Origin(TRANSPORT, topic, self._clock())
-        try:
-            answer = await self._answer(bytes(payload), topic, origin)
-        except _Refusal as refusal:
-            answer = await self._refuse(refusal, origin)
-        try:
-            if answer is not None:
-                terminal_id, reply = answer
-                await client.publish(down_topic(terminal_id), reply, qos=1)
-            # Only now is the frame committed (or kept in quarantine): acknowledge it.
-            _paho(client).ack(message.mid, message.qos)
-        except aiomqtt.MqttError:
-            # The connection is gone; without our PUBACK the broker redelivers the
-            # message to the resumed session, and the outbox deduplicates it.
+    async def _handle(self, link: _Link, batch: Sequence[paho.MQTTMessage]) -> None:
+        """Commit what the batch's frames need, then answer and PUBACK each message."""
+        received_at = self._clock()  # one read of the socket brought them all
+        taken = [self._take(message, received_at) for message in batch]
+        waiting = []
+        for item in taken:
+            if item.placed is None and item.refusal is None:
+                if not await link.answer(item.message, item.reply):
+                    return
+            else:
+                waiting.append(item)
+        if not waiting:
             return
+        placed = [item.placed for item in waiting if item.placed is not None]
+        refused = [(item.refusal, item.message.topic) for item in waiting if item.refusal]
+        await self._commit(placed, refused, received_at)
+        for item in waiting:
+            if not await link.answer(item.message, self._reply(item)):
+                return
 
-    async def _answer(self, payload: bytes, topic: str, origin: Origin) -> tuple[int, bytes] | None:
+    def _take(self, message: paho.MQTTMessage, received_at: float) -> _Taken:
+        topic = message.topic
+        origin = Origin(TRANSPORT, topic, received_at)
+        try:
+            frame = self._frame(bytes(message.payload), topic)
+        except _Refusal as refusal:
+            self._log_refusal(refusal, topic)
+            return _Taken(message, refusal=refusal)
+        if isinstance(frame, Presses):
+            return _Taken(message, placed=self._ingest.place(frame, origin))
+        self._ingest.heartbeat(frame, origin)
+        ack = Ack(frame.terminal_id, FrameType.HEARTBEAT, 0, int(self._clock()))
+        return _Taken(message, reply=(frame.terminal_id, self._encode(ack)))
+
+    def _frame(self, payload: bytes, topic: str) -> Presses | Heartbeat:
+        """The frame of a message, or _Refusal saying why it is not taken."""
         topic_id = topic_terminal(topic)
         try:
             frame = decode(payload, self._registry.key_for)
@@ -192,78 +303,90 @@ class MqttIngest:
                 terminal_id=frame.terminal_id,
             )
             raise _Refusal(mismatch, None, reason="TOPIC_MISMATCH")
-        match frame:
-            case Presses():
-                await self._commit(frame, origin)
-                ack = Ack(frame.terminal_id, FrameType.PRESSES, frame.last_seq, int(self._clock()))
-                return frame.terminal_id, self._encode(ack)
-            case Heartbeat():
-                self._ingest.heartbeat(frame, origin)
-                ack = Ack(frame.terminal_id, FrameType.HEARTBEAT, 0, int(self._clock()))
-                return frame.terminal_id, self._encode(ack)
-            case _:
-                unsupported = DecodeError(
-                    f"{type(frame).__name__} is not accepted from a terminal over MQTT",
-                    raw=payload,
-                    terminal_id=frame.terminal_id,
-                )
-                raise _Refusal(unsupported, NakCode.UNSUPPORTED, reason="UNSUPPORTED")
+        if not isinstance(frame, Presses | Heartbeat):
+            unsupported = DecodeError(
+                f"{type(frame).__name__} is not accepted from a terminal over MQTT",
+                raw=payload,
+                terminal_id=frame.terminal_id,
+            )
+            raise _Refusal(unsupported, NakCode.UNSUPPORTED, reason="UNSUPPORTED")
+        return frame
 
-    def _nak_for(self, error: DecodeError, topic_id: int | None) -> NakCode | None:
-        """Answer only frames tied to a known terminal: its id in the header and the topic."""
-        if error.terminal_id is None or error.terminal_id != topic_id:
-            return None
-        if self._registry.key_for(topic_id) is None:
-            return None
-        return error.nak_code
-
-    async def _commit(self, frame: Presses, origin: Origin) -> None:
-        """Commit, retrying while the outbox refuses; the message keeps its slot meanwhile."""
-        backoff: Backoff | None = None  # made on the first refusal only: this is per message
+    async def _commit(
+        self,
+        placed: Sequence[Placed],
+        refused: Sequence[tuple[_Refusal, str]],
+        received_at: float,
+    ) -> None:
+        """Commit, retrying while the outbox refuses; the messages keep their slots meanwhile."""
+        rows = [
+            refusal_row(r.error, Origin(TRANSPORT, topic, received_at), r.reason)
+            for r, topic in refused
+        ]
+        backoff: Backoff | None = None  # made on the first refusal only: this is per batch
         while True:
             try:
-                await self._ingest.presses(frame, origin)
+                await self._ingest.commit(placed, rows)
             except OutboxBusy as exc:
                 if backoff is None:
-                    log.warning("presses_busy", terminal_id=frame.terminal_id, error=str(exc))
+                    log.warning(
+                        "presses_busy",
+                        terminal_ids=sorted({p.frame.terminal_id for p in placed}),
+                        frames=len(placed) + len(rows),
+                        error=str(exc),
+                    )
                     backoff = Backoff(initial=0.2, cap=self._commit_backoff_cap)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             return
 
-    async def _refuse(self, refusal: _Refusal, origin: Origin) -> tuple[int, bytes] | None:
+    def _reply(self, item: _Taken) -> Reply | None:
+        """The answer to a committed frame: ACK for PRESSES, NAK where a refusal gets one."""
+        if item.placed is not None:
+            frame = item.placed.frame
+            ack = Ack(frame.terminal_id, FrameType.PRESSES, frame.last_seq, int(self._clock()))
+            return frame.terminal_id, self._encode(ack)
+        if item.refusal is None:
+            return item.reply
+        error = item.refusal.error
+        if item.refusal.nak is None or error.terminal_id is None:
+            return None
+        self._ingest.nak_sent(item.refusal.nak)
+        return error.terminal_id, self._encode(
+            Nak(error.terminal_id, item.refusal.nak, error.ref_seq)
+        )
+
+    def _log_refusal(self, refusal: _Refusal, topic: str) -> None:
         error = refusal.error
         log.warning(
             "frame_refused",
             transport=TRANSPORT,
-            topic=origin.peer,
+            topic=topic,
             reason=refusal.reason or error.name,
             detail=error.reason,
             terminal_id=error.terminal_id,
         )
-        backoff: Backoff | None = None
-        while True:
-            try:
-                await self._ingest.refused(error, origin, reason=refusal.reason)
-                break
-            except OutboxBusy:
-                backoff = backoff or Backoff(initial=0.2, cap=self._commit_backoff_cap)
-                await asyncio.sleep(backoff.next_delay())
-        if refusal.nak is None or error.terminal_id is None:
-            return None
-        nak = Nak(error.terminal_id, refusal.nak, error.ref_seq)
-        self._ingest.nak_sent(refusal.nak)
-        return error.terminal_id, self._encode(nak)
 
     def _encode(self, frame: Frame) -> bytes:
         return encode(frame, self._registry.key_for(frame.terminal_id))
 
 
-def _paho(client: aiomqtt.Client) -> paho.Client:
-    """The paho client under aiomqtt: the one place we reach past aiomqtt's API.
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    """Raise aiomqtt's MqttError once the connection is lost.
 
-    aiomqtt (2.x) has no manual acknowledgement; paho's is what the project
-    pins it for (see the module docstring). tests/test_mqtt.py checks it holds.
+    Messages reach _Link, never aiomqtt's queue; its iterator is how aiomqtt
+    tells that the connection ended.
+    """
+    async for _ in client.messages:
+        pass
+
+
+def _paho(client: aiomqtt.Client) -> paho.Client:
+    """The paho client under aiomqtt: where we reach past aiomqtt's API (with :class:`_Link`).
+
+    aiomqtt (2.x) has no manual acknowledgement and no way to take messages
+    but one at a time; paho's callbacks are what the project pins it for (see
+    the module docstring). tests/test_mqtt.py checks it holds.
     """
     inner: Any = client._client
     assert isinstance(inner, paho.Client)

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
+import operator
 import secrets
 import sqlite3
 import time
@@ -110,6 +113,23 @@ _INSERT_PRESS = (
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
     " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# SQLite binds at most 999 variables a statement before 3.32.0, 32766 since.
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_MAX_ROWS_PER_STATEMENT = 1000
+
+
+_PENDING_PRESS = (
+    "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup, clock_corrected,"
+    " transport, received_at_ms FROM press WHERE id > ? ORDER BY id LIMIT ?"
+)
+# The same rows as one JSON text (see _pending_presses), each a PressRow's values
+# (clock_corrected a JSON boolean), and the highest id.
+_PENDING_PRESS_JSON = (
+    "SELECT json_group_array(json_array(terminal_id, seq, occurred_at, utc_offset_s, button,"
+    " followup, json(CASE WHEN clock_corrected THEN 'true' ELSE 'false' END), transport,"
+    " received_at_ms)),"
+    " max(id) FROM (SELECT * FROM press WHERE id > ? ORDER BY id LIMIT ?)"
+)
 _INSERT_REJECT = (
     "INSERT OR IGNORE INTO rejected (received_at_ms, transport, peer, terminal_id, seq, reason,"
     " detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -119,6 +139,8 @@ _UPSERT_SEQ = (
     " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
 )
 _PAGE_SIZE = 4096
+_TERMINAL_ID = operator.itemgetter(0)  # of a PressRow
+_SEQ = operator.itemgetter(1)
 
 
 @dataclass(slots=True)
@@ -181,8 +203,10 @@ class Outbox:
         max_seqs: dict[int, int],
         batch_max: int,
         queue_size: int,
+        json_rows: bool = False,
     ) -> None:
         self._writer = writer
+        self._json = json_rows
         self._reader = reader
         self.gateway_id = gateway_id
         self._max_seqs = max_seqs
@@ -201,13 +225,26 @@ class Outbox:
 
     @classmethod
     async def open(
-        cls, path: Path, *, max_mb: int, batch_max: int = 5000, queue_size: int = 10000
+        cls,
+        path: Path,
+        *,
+        max_mb: int,
+        batch_max: int = 5000,
+        queue_size: int = 10000,
+        json_rows: bool | None = None,
     ) -> Outbox:
+        """Open (or create) the outbox at ``path``.
+
+        ``json_rows`` reads presses to forward as one JSON text per batch; None
+        (the default) does so when this SQLite has the JSON functions.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
             await _prepare(writer, max_mb)
             gateway_id, max_seqs = await _load_state(writer)
+            if json_rows is None:
+                json_rows = await _has_json(writer)
             reader = await aiosqlite.connect(path, isolation_level=None)
         except BaseException:
             await writer.close()
@@ -219,6 +256,7 @@ class Outbox:
             max_seqs=max_seqs,
             batch_max=batch_max,
             queue_size=queue_size,
+            json_rows=json_rows,
         )
 
     async def close(self) -> None:
@@ -262,13 +300,7 @@ class Outbox:
 
     async def pending(self, limit: int) -> Pending:
         """The oldest rows not yet forwarded, at most ``limit`` of each kind."""
-        async with self._reader.execute(
-            "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
-            " clock_corrected, transport, received_at_ms FROM press WHERE id > ?"
-            " ORDER BY id LIMIT ?",
-            (self._forwarded_press_id, limit),
-        ) as cursor:
-            press_rows = list(await cursor.fetchall())
+        presses, press_upto = await self._pending_presses(limit)
         async with self._reader.execute(
             "SELECT id, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
             " FROM rejected WHERE id > ? ORDER BY id LIMIT ?",
@@ -284,11 +316,27 @@ class Outbox:
         return Pending(
             hours=[HourCountRow(*row[1:]) for row in hour_rows],
             hour_upto=hour_rows[-1][0] if hour_rows else None,
-            presses=[_press_row(row) for row in press_rows],
-            press_upto=press_rows[-1][0] if press_rows else None,
+            presses=presses,
+            press_upto=press_upto,
             rejects=[RejectRow(*row[1:]) for row in reject_rows],
             reject_ids=[row[0] for row in reject_rows],
         )
+
+    async def _pending_presses(self, limit: int) -> tuple[list[PressRow], int | None]:
+        """The next ``limit`` presses after the last forwarded one, and the highest id of them."""
+        after = self._forwarded_press_id
+        if not self._json:
+            async with self._reader.execute(_PENDING_PRESS, (after, limit)) as cursor:
+                rows = list(await cursor.fetchall())
+            return [_press_row(row) for row in rows], rows[-1][0] if rows else None
+        # One JSON text for the batch: fetching row by row gives up and takes back
+        # the GIL at each row, as executemany does (see execute_rows); and the
+        # rows become PressRows in C, without a Python step per row.
+        async with self._reader.execute(_PENDING_PRESS_JSON, (after, limit)) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None  # an aggregate always has its row
+        values: list[list[Any]] = json.loads(row[0])
+        return list(map(tuple.__new__, itertools.repeat(PressRow), values)), row[1]
 
     async def backlog(self) -> Backlog:
         async with self._reader.execute(
@@ -363,11 +411,15 @@ class Outbox:
                 job.done.set_result(None)
 
     async def _insert(self, jobs: Sequence[_Commit]) -> None:
-        presses = [p for job in jobs for p in job.presses]
+        presses = list(itertools.chain.from_iterable(job.presses for job in jobs))
         rejects = [r for job in jobs for r in job.rejects]
         seqs: dict[int, int] = {}
-        for p in presses:
-            seqs[p.terminal_id] = max(p.seq, seqs.get(p.terminal_id, -1))
+        # A frame's rows lie together: per run of one terminal, max() in C, not a
+        # Python step per press.
+        for terminal_id, rows in itertools.groupby(presses, key=_TERMINAL_ID):
+            highest = max(map(_SEQ, rows))
+            if highest > seqs.get(terminal_id, -1):
+                seqs[terminal_id] = highest
         for r in rejects:
             if r.seq is not None and r.terminal_id is not None:
                 seqs[r.terminal_id] = max(r.seq, seqs.get(r.terminal_id, -1))
@@ -375,12 +427,11 @@ class Outbox:
         await db.execute("BEGIN IMMEDIATE")
         inserted = 0
         if presses:
-            cursor = await db.executemany(_INSERT_PRESS, presses)
-            inserted = max(cursor.rowcount, 0)  # resends are ignored, not counted
+            inserted = await execute_rows(db, _INSERT_PRESS, presses)  # resends are not
         if rejects:
             await insert_rejects(db, rejects)
         if seqs:
-            await db.executemany(_UPSERT_SEQ, list(seqs.items()))
+            await execute_rows(db, _UPSERT_SEQ, list(seqs.items()))
         await db.execute("COMMIT")
         for terminal_id, seq in seqs.items():
             self._max_seqs[terminal_id] = max(seq, self._max_seqs.get(terminal_id, -1))
@@ -401,6 +452,46 @@ class Outbox:
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
+
+
+async def execute_rows(db: aiosqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    """Run ``sql``, a one-row ``... VALUES (?, ...) ...``, for every row; return the rows changed.
+
+    Many rows a statement, in order: executemany steps SQLite once per row and
+    gives up and takes back the GIL at each step, and with the event loop and
+    the forwarder's threads wanting it, a press cost several times its insert.
+    """
+    if not rows:
+        return 0
+    width = len(rows[0])
+    one_row = "(" + ", ".join(["?"] * width) + ")"
+    head, found, tail = sql.partition(one_row)
+    assert found, f"{sql!r} has no {one_row}"
+    values = list(itertools.chain.from_iterable(rows))
+    changed = start = 0
+    for size, count in _statement_sizes(len(rows), width):
+        statement = head + ", ".join([one_row] * size) + tail
+        step = size * width
+        chunks = [values[start + i * step : start + (i + 1) * step] for i in range(count)]
+        start += count * step
+        cursor = await db.executemany(statement, chunks)
+        changed += max(cursor.rowcount, 0)
+    return changed
+
+
+def _statement_sizes(rows: int, width: int) -> list[tuple[int, int]]:
+    """(rows a statement, statements) covering ``rows``: large, then 100 rows, then the rest.
+
+    Few distinct sizes, so SQLite's statement cache keeps them all.
+    """
+    sizes = []
+    for size in (min(_MAX_ROWS_PER_STATEMENT, _MAX_VARIABLES // width), 100):
+        count, rows = divmod(rows, size)
+        if count:
+            sizes.append((size, count))
+    if rows:
+        sizes.append((rows, 1))
+    return sizes
 
 
 async def insert_rejects(db: aiosqlite.Connection, rejects: Sequence[RejectRow]) -> None:
@@ -470,6 +561,16 @@ async def set_budget(db: aiosqlite.Connection, max_mb: int) -> None:
         row = await cursor.fetchone()
     page_size = row[0] if row else _PAGE_SIZE
     await db.execute(f"PRAGMA max_page_count={max(1, max_mb * 1024 * 1024 // page_size)}")
+
+
+async def _has_json(db: aiosqlite.Connection) -> bool:
+    """Whether this SQLite has the JSON functions (built in since 3.38, optional before)."""
+    try:
+        async with db.execute("SELECT json_extract('[1]', '$[0]')") as cursor:
+            row = await cursor.fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return row is not None and row[0] == 1
 
 
 async def _load_state(db: aiosqlite.Connection) -> tuple[str, dict[int, int]]:
