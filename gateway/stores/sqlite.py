@@ -178,6 +178,36 @@ _WALK = (
     "SELECT seq, occurred_at, misuse FROM press WHERE terminal_id = ? AND occurred_at >= ?"
     " ORDER BY occurred_at, seq"
 )
+# The terminals whose new presses (fresh_press) may change misuse flags, with
+# the times of their first and last new press. Any other terminal's new presses
+# are rightly stored as counted: its survey has no misuse interval, or no two
+# of them are closer than the interval and no press stored before them is
+# later than (or within the interval before) the first, so the greedy walk
+# would count each one and change no earlier flag. That is the usual batch:
+# presses arrive in order, seconds to minutes apart. The new presses are in
+# press already, hence the count: more presses than new ones in that range
+# means an earlier one is there.
+_NEEDS_WALK = """
+SELECT f.terminal_id, f.first, f.last
+FROM (
+    SELECT terminal_id, min(occurred_at) AS first, max(occurred_at) AS last,
+           count(*) AS fresh, min(gap) AS closest
+    FROM (
+        SELECT terminal_id, occurred_at,
+               occurred_at - lag(occurred_at) OVER (PARTITION BY terminal_id
+                                                    ORDER BY occurred_at) AS gap
+        FROM fresh_press
+    )
+    GROUP BY terminal_id
+) AS f
+JOIN terminal AS t ON t.id = f.terminal_id
+JOIN survey AS s ON s.id = t.survey
+WHERE s.misuse_interval_s > 0
+  AND (f.closest < s.misuse_interval_s
+       OR (SELECT count(*) FROM press AS p
+           WHERE p.terminal_id = f.terminal_id
+             AND p.occurred_at > f.first - s.misuse_interval_s) > f.fresh)
+"""
 
 
 class SqliteStore:
@@ -234,10 +264,7 @@ class SqliteStore:
         old time, which would read the terminal's history at every batch.
         """
         db = self._db
-        async with db.execute(
-            "SELECT terminal_id, min(occurred_at), max(occurred_at) FROM fresh_press"
-            " GROUP BY terminal_id"
-        ) as cursor:
+        async with db.execute(_NEEDS_WALK) as cursor:
             spans = list(await cursor.fetchall())
         await db.execute("DELETE FROM fresh_press")
         for terminal_id, first, latest in spans:
