@@ -23,9 +23,10 @@ from gateway.config import load_config
 from gateway.errors import OutboxBusy
 from gateway.ingest import Ingest
 from gateway.mqtt import MqttIngest, Reply, _Link
-from gateway.outbox import Outbox, _statement_sizes
+from gateway.outbox import Outbox
 from gateway.registry import load_registry
 from gateway.rows import PressRow, RejectRow
+from gateway.sqlite_rows import _statement_sizes
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, decode, encode
 from tests.brokers import PrivateMosquitto

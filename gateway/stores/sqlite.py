@@ -16,6 +16,7 @@ import aiosqlite
 from gateway.errors import SchemaError, StoreError
 from gateway.registry import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
+from gateway.sqlite_rows import execute_rows
 from gateway.stores.base import (
     REGISTRY_COLUMNS,
     ImportSummary,
@@ -245,7 +246,7 @@ class SqliteStore:
         try:
             await db.execute("BEGIN IMMEDIATE")
             if presses:
-                await db.executemany(_INSERT_PRESS, presses)
+                await execute_rows(db, _INSERT_PRESS, presses)
                 await self._reflag()
             if hours:
                 await db.executemany(_UPSERT_HOUR, hours)
