@@ -11,6 +11,7 @@ import pytest
 
 from gateway.app import Gateway, build, run
 from gateway.config import load_config
+from tests.brokers import PrivateMosquitto
 from tests.support import free_port, write_config
 
 
@@ -96,3 +97,12 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[PrivateMosquitto]:
+    """A private Mosquitto on a free port, for a test that may stop or break it."""
+    mosquitto = PrivateMosquitto(tmp_path / "broker", extra_config="allow_anonymous true")
+    await mosquitto.start()
+    yield mosquitto
+    await mosquitto.stop()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 from gateway.mqtt import _paho, topic_terminal
 from protocols.constants import FrameType, NakCode
@@ -30,14 +28,6 @@ max_in_flight = {max_in_flight}
 reconnect_max_s = 1
 {extra}
 """
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path / "broker", extra_config="allow_anonymous true")
-    await b.start()
-    yield b
-    await b.stop()
 
 
 class Terminal:
@@ -236,19 +226,29 @@ async def test_slow_outbox_stops_intake_at_the_in_flight_bound(
     await h.stop()
 
 
-async def test_kill_9_between_receipt_and_commit_then_the_press_arrives(
-    tmp_path: Path, broker: PrivateMosquitto
-) -> None:
+async def subscribed_gateway(
+    tmp_path: Path, broker: PrivateMosquitto, client_id: str
+) -> GatewayProcess:
+    """A gateway process on ``broker``, once it has subscribed.
+
+    Listening on TCP is not subscribed on MQTT: on the first start there is no
+    session yet to keep a message published before the subscription.
+    """
     port = free_port()
-    config = write_config(tmp_path, port=port, extra=mqtt_section(broker.port, "gw-kill"))
+    config = write_config(tmp_path, port=port, extra=mqtt_section(broker.port, client_id))
     config.write_text(config.read_text().replace('log_level = "warning"', 'log_level = "info"'))
     gateway = GatewayProcess(config, port)
     await gateway.start()
-    # Listening on TCP is not subscribed on MQTT: on the first start there is no
-    # session yet to keep a message published before the subscription.
     async with asyncio.timeout(30):
         while "mqtt_connected" not in gateway.log.read_text():  # noqa: ASYNC110
             await asyncio.sleep(0.1)
+    return gateway
+
+
+async def test_kill_9_between_receipt_and_commit_then_the_press_arrives(
+    tmp_path: Path, broker: PrivateMosquitto
+) -> None:
+    gateway = await subscribed_gateway(tmp_path, broker, "gw-kill")
     t = await terminal(broker.port)
     await t.publish(encode(presses(0), KEYS[1001]))
     assert isinstance(await t.answer(), Ack)
@@ -267,7 +267,7 @@ async def test_kill_9_between_receipt_and_commit_then_the_press_arrives(
     assert answer.acked_seq == 5
     await t.client.__aexit__(None, None, None)
     assert await gateway.terminate() == 0
-    assert sorted(r["seq"] for r in export_rows(config)) == list(range(6))
+    assert sorted(r["seq"] for r in export_rows(gateway.config)) == list(range(6))
 
 
 async def test_network_cut_between_gateway_and_broker_loses_nothing(

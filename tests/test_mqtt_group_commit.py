@@ -30,8 +30,8 @@ from gateway.sqlite_rows import _statement_sizes
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, decode, encode
 from tests.brokers import PrivateMosquitto
-from tests.support import KEYS, VECTOR_HEX, GatewayProcess, export_rows, free_port, write_config
-from tests.test_mqtt import mqtt_section, presses, terminal
+from tests.support import KEYS, VECTOR_HEX, export_rows, free_port, write_config
+from tests.test_mqtt import mqtt_section, presses, subscribed_gateway, terminal
 
 NOW = 1767225700.0
 
@@ -199,25 +199,10 @@ async def test_link_sends_no_puback_when_the_answer_cannot_be_published() -> Non
     assert inner.written == [("PUBACK", 2)]
 
 
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path / "broker", extra_config="allow_anonymous true")
-    await b.start()
-    yield b
-    await b.stop()
-
-
 async def test_kill_9_in_the_middle_of_a_group_loses_nothing(
     tmp_path: Path, broker: PrivateMosquitto
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port=port, extra=mqtt_section(broker.port, "gw-group"))
-    config.write_text(config.read_text().replace('log_level = "warning"', 'log_level = "info"'))
-    gateway = GatewayProcess(config, port)
-    await gateway.start()
-    async with asyncio.timeout(30):
-        while "mqtt_connected" not in gateway.log.read_text():  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    gateway = await subscribed_gateway(tmp_path, broker, "gw-group")
     terminals = [await terminal(broker.port, 1001), await terminal(broker.port, 1002)]
     outbox = sqlite3.connect(tmp_path / "var" / "outbox.db", isolation_level=None)
     outbox.execute("BEGIN EXCLUSIVE")  # every commit of the groups below fails
@@ -240,7 +225,7 @@ async def test_kill_9_in_the_middle_of_a_group_loses_nothing(
         assert acked == {n * 3 + 2 for n in range(8)}
         await t.client.__aexit__(None, None, None)
     assert await gateway.terminate() == 0
-    rows = export_rows(config)
+    rows = export_rows(gateway.config)
     for terminal_id in (1001, 1002):
         seqs = sorted(r["seq"] for r in rows if r["terminal_id"] == terminal_id)
         assert seqs == list(range(24))  # every press once: none lost, none doubled

@@ -475,7 +475,22 @@ async def test_sqlite_survey_rollup_follows_inserts_resends_and_misuse(tmp_path:
         await store.write(rows[:100], [])  # resends
     finally:
         await store.close()
+    rollup_rows, grouped = sqlite_survey_rollup(tmp_path / "central.db")
     db = sqlite3.connect(tmp_path / "central.db")
+    try:
+        misuse = db.execute("SELECT count(*) FROM press WHERE misuse = 1").fetchone()[0]
+    finally:
+        db.close()
+    assert rollup_rows == grouped
+    assert sum(r[-1] for r in rollup_rows) == 401
+    assert misuse > 0  # the late presses did flip flags, and the rollup followed
+    assert (-1, JAN_2026 - 1800, 19800, 1, 0, 1) in rollup_rows
+
+
+def sqlite_survey_rollup(path: Path) -> tuple[list[Any], list[Any]]:
+    """press_hourly_survey as the SQLite store's triggers kept it, and as a GROUP BY
+    over press gives it."""
+    db = sqlite3.connect(path)
     try:
         rollup_rows = db.execute(
             "SELECT survey, hour, utc_offset_s, button, misuse, presses FROM press_hourly_survey"
@@ -488,13 +503,9 @@ async def test_sqlite_survey_rollup_follows_inserts_resends_and_misuse(tmp_path:
             " FROM press AS p LEFT JOIN terminal AS t ON t.id = p.terminal_id"
             " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
         ).fetchall()
-        misuse = db.execute("SELECT count(*) FROM press WHERE misuse = 1").fetchone()[0]
     finally:
         db.close()
-    assert rollup_rows == grouped
-    assert sum(r[-1] for r in rollup_rows) == 401
-    assert misuse > 0  # the late presses did flip flags, and the rollup followed
-    assert (-1, JAN_2026 - 1800, 19800, 1, 0, 1) in rollup_rows
+    return rollup_rows, grouped
 
 
 async def test_late_presses_move_rollup_counts_between_misuse_rows(
@@ -545,14 +556,14 @@ async def test_only_presses_that_may_change_flags_are_walked(
     assert await walks_named(db_url, [press(1001, 1, JAN_2026 + 1)]) == []
 
 
-async def test_flags_and_rollup_equal_the_walk_whatever_the_arrival_order(
-    cluster: PrivateCluster,
-) -> None:
-    """In order (mostly not walked), close together or late (walked): the same flags."""
+def arrival_orders() -> tuple[dict[int, list[tuple[int, int]]], list[PressRow], list[PressRow]]:
+    """Presses of three terminals (1001 busy around the 5 s interval, 1002 mostly apart,
+    4242 unregistered): each terminal's (time, seq) list, and the presses in time order
+    and with some held back a few batches."""
     rng = random.Random(21)
     gaps = {
-        1001: (0, 1, 3, 4, 5, 6, 9, 30, 700),  # around the 5 s interval: a busy terminal
-        1002: (5, 5, 6, 60, 700) * 10 + (2,),  # 5 s or more apart, now and then not
+        1001: (0, 1, 3, 4, 5, 6, 9, 30, 700),
+        1002: (5, 5, 6, 60, 700) * 10 + (2,),
         4242: (0, 1, 30),
     }
     times: dict[int, list[tuple[int, int]]] = {}
@@ -565,34 +576,60 @@ async def test_flags_and_rollup_equal_the_walk_whatever_the_arrival_order(
     rows = [press(t, seq, at, 1 + seq % 4) for t, ts in times.items() for at, seq in ts]
     in_order = sorted(rows, key=lambda p: (p.occurred_at, p.terminal_id, p.seq))
     late = list(in_order)
-    for i in range(0, len(late) - 60, 97):  # some presses held back a few batches
+    for i in range(0, len(late) - 60, 97):
         late[i : i + 60] = late[i + 10 : i + 60] + late[i : i + 10]
+    return times, in_order, late
+
+
+async def write_in_small_batches(store: CentralStore, order: list[PressRow]) -> None:
+    """Batches of 3, 23 and 7 in turn (first presses at the edges), then resends."""
+    start = 0
+    for size in itertools.cycle((3, 23, 7)):
+        if start >= len(order):
+            break
+        await store.write(order[start : start + size], [])
+        start += size
+    await store.write(order[:100], [])  # resends change nothing
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_flags_and_rollup_equal_the_walk_whatever_the_arrival_order(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """In order (mostly not walked), close together or late (walked): the same flags."""
+    times, in_order, late = arrival_orders()
     found = []
-    for order in (in_order, late):
-        url = await new_database(cluster)
-        store = await PostgresStore.open(url)
+    for name, order in (("in_order", in_order), ("late", late)):
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path / name}.db"
+        else:
+            url = await new_database(request.getfixturevalue("cluster"))
+        store = await open_store(url)
         try:
             await store.import_registry(REGISTRY)
-            start = 0
-            for size in itertools.cycle((3, 23, 7)):  # small ones: first presses at the edges
-                if start >= len(order):
-                    break
-                await store.write(order[start : start + size], [])
-                start += size
-            await store.write(order[:100], [])  # resends change nothing
-            stored = await all_presses(store)
+            await write_in_small_batches(store, order)
+            stored = sorted(await all_presses(store), key=lambda p: (p.terminal_id, p.seq))
         finally:
             await store.close()
         for terminal_id in (1001, 1002):
             flags = {p.seq: p.misuse for p in stored if p.terminal_id == terminal_id}
             assert flags == greedy_flags(times[terminal_id], 5)
         assert not any(p.misuse for p in stored if p.terminal_id == 4242)
-        table = await rollup(url)
-        assert table == await press_grouped_by_hour(url)
-        assert await survey_rollup(url) == survey_totals(table)
-        found.append((stored, table))
+        found.append((stored, await rollup_as_kept(kind, url)))
     assert found[0] == found[1]
     assert any(p.misuse for p in found[0][0])
+
+
+async def rollup_as_kept(kind: str, url: str) -> list[Any]:
+    """The store's survey rollup, checked against what a GROUP BY over press gives."""
+    if kind == "sqlite":
+        kept, grouped = sqlite_survey_rollup(Path(url.removeprefix("sqlite:///")))
+        assert kept == grouped
+        return kept
+    table = await rollup(url)
+    assert table == await press_grouped_by_hour(url)
+    assert await survey_rollup(url) == survey_totals(table)
+    return table
 
 
 # --- several gateways --------------------------------------------------------------------

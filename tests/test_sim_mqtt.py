@@ -274,14 +274,6 @@ class ScriptedGateway:
 
 
 @pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[PrivateMosquitto]:
-    mosquitto = PrivateMosquitto(tmp_path / "broker", extra_config="allow_anonymous true")
-    await mosquitto.start()
-    yield mosquitto
-    await mosquitto.stop()
-
-
-@pytest.fixture
 async def gateway(broker: PrivateMosquitto) -> AsyncIterator[ScriptedGateway]:
     async with ScriptedGateway(broker.port, KEYS) as double:
         yield double
