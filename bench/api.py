@@ -191,6 +191,8 @@ def load_sqlite(path: Path, options: Options, notes: list[str]) -> None:
                 " JOIN terminal AS t ON t.id = p.terminal_id GROUP BY 1, 2, 3, 4, 5, 6, 7"
             )
             notes.append("with a press_hourly rollup (--sqlite-rollup)")
+        # Loaded past the store, so the statistics it keeps (it analyzes press each
+        # time the table doubles) are made here, as it would have made them.
         db.execute("ANALYZE")
         db.execute("PRAGMA journal_mode=WAL")
     finally:

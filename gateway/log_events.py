@@ -60,6 +60,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "store",
         "check store.url, the network and the database; presses wait in the outbox meanwhile",
     ),
+    "store_analyze_failed": (
+        "store",
+        "none needed: queries may be slower until it is retried; check the disk if it repeats",
+    ),
     "shutdown_left_backlog": (
         "store",
         "nothing is lost: the rest is forwarded at the next start; check the store if it repeats",

@@ -7,12 +7,13 @@ stream, and the stream against the order and misuse flags worked out here.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.api.db import open_reader
-from gateway.api.feedback import Feedback, Selection, feedbacks
+from gateway.api.feedback import Feedback, Selection, _press_query, feedbacks
 from gateway.api.timeutil import Window
 from gateway.rows import PressRow
 from gateway.stores import open_store
@@ -92,3 +93,50 @@ async def test_every_page_is_the_slice_of_the_stream(tmp_path: Path, s: Selectio
             assert page == whole[offset : offset + limit], (limit, offset)
     finally:
         await db.close()
+
+
+def press_statistics(path: Path) -> str | None:
+    db = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if "sqlite_stat1" not in tables:
+            return None
+        row = db.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'press'").fetchone()
+    finally:
+        db.close()
+    return str(row[0]) if row else None
+
+
+async def test_the_store_keeps_planner_statistics_and_pages_use_the_time_index(
+    tmp_path: Path,
+) -> None:
+    """Statistics after the first 1,000 presses and each doubling; with them a page takes
+    its keys from the time index alone (a covering index: no table read per skipped row).
+    The plan is checked, not a timing."""
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    store = await open_store(url)
+    rows = [
+        PressRow(terminal, seq, MAR_1 + 7 * seq + terminal % 7, HELSINKI, 1 + seq % 4, 0, False,
+                 "tcp", 0)
+        for seq in range(800) for terminal in TERMINALS
+    ]  # fmt: skip
+    try:
+        await store.import_registry(REGISTRY)
+        await store.write(rows[:999], [])
+        assert press_statistics(tmp_path / "central.db") is None
+        await store.write(rows[999:1000], [])
+        assert press_statistics(tmp_path / "central.db") == "1000 250 1"
+        await store.write(rows[1000:1999], [])
+        assert press_statistics(tmp_path / "central.db") == "1000 250 1"  # not doubled yet
+        await store.write(rows[1999:], [])
+        assert press_statistics(tmp_path / "central.db") == "3200 800 1"
+    finally:
+        await store.close()
+    db = await open_reader(url)
+    try:
+        s = Selection(TERMINALS[:3], Window(MAR_1, MAR_1 + 86400, local=False))
+        sql, args = _press_query(db.dialect, s, 100, 1000)
+        plan = [str(row[-1]) for row in await db.fetch(f"EXPLAIN QUERY PLAN {sql}", args)]
+    finally:
+        await db.close()
+    assert any(step.startswith("SEARCH p USING COVERING INDEX press_time") for step in plan), plan

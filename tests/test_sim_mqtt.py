@@ -199,10 +199,13 @@ class ScriptedGateway:
             finally:
                 self._client = None
                 self._online.clear()
-                # aiomqtt cancels its keepalive task without waiting for it, and
-                # keeps why the connection ended in a future nobody may have read.
+                # aiomqtt cancels its keepalive task without waiting for it (and
+                # not at all when a cancellation cuts its __aexit__ short, which
+                # hung a loaded CI run), and keeps why the connection ended in a
+                # future nobody may have read.
                 misc = client._misc_task
                 if misc is not None:
+                    misc.cancel()
                     await asyncio.wait((misc,))
                 if client._disconnected.done() and not client._disconnected.cancelled():
                     client._disconnected.exception()
