@@ -194,6 +194,10 @@ class MqttIngest:
                 delay = self._backoff.next_delay()
                 error = "; ".join(str(e) for e in group.exceptions)
                 log.warning("mqtt_disconnected", error=error, retry_in_s=round(delay, 2))
+            # aiomqtt's __aexit__ can replace our cancellation with the MqttError of
+            # its disconnect; without this check the loop would reconnect forever.
+            if _being_cancelled():
+                raise asyncio.CancelledError
             # Outside the except* block: awaiting inside one is not allowed.
             if not self.connected.is_set():
                 await asyncio.sleep(self._backoff.current)
@@ -369,6 +373,12 @@ class MqttIngest:
 
     def _encode(self, frame: Frame) -> bytes:
         return encode(frame, self._registry.key_for(frame.terminal_id))
+
+
+def _being_cancelled() -> bool:
+    """Whether this task has been asked to stop, even if the CancelledError was swallowed."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _until_disconnected(client: aiomqtt.Client) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -274,3 +275,31 @@ async def test_outbox_group_of_thousands_of_presses_is_a_few_statements(tmp_path
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
     await outbox.close()
+
+
+async def test_a_cancellation_aiomqtt_turns_into_an_error_still_stops_the_ingest(
+    tmp_path: Path, outbox: GatedOutbox
+) -> None:
+    """aiomqtt's __aexit__ may raise the MqttError of its disconnect in place of the
+    CancelledError it was given; the reconnect loop must still end, not reconnect."""
+    mqtt = mqtt_ingest(tmp_path, outbox)
+    sessions = 0
+
+    async def session() -> None:
+        nonlocal sessions
+        sessions += 1
+        if sessions > 1:  # reconnecting after the cancellation: the bug; end so the test fails
+            raise asyncio.CancelledError
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise aiomqtt.MqttError("Disconnected during message iteration") from None
+
+    mqtt._session = session  # type: ignore[method-assign]
+    running = asyncio.create_task(mqtt.run())
+    await until(lambda: sessions == 1)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await running
+    assert sessions == 1

@@ -195,7 +195,11 @@ class ScriptedGateway:
                     async for message in client.messages:
                         await self._handle(client, str(message.topic), bytes(message.payload))
             except aiomqtt.MqttError:
-                pass
+                # aiomqtt's __aexit__ can turn our cancellation into the MqttError
+                # of its disconnect: stop then, do not reconnect.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
             finally:
                 self._client = None
                 self._online.clear()
