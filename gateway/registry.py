@@ -50,6 +50,10 @@ class Survey:
     scale: str = "four"
     misuse_interval_s: int = 0
 
+    @property
+    def buttons(self) -> int:
+        return 5 if self.scale == "five" else 4
+
 
 @dataclass(frozen=True, slots=True)
 class Terminal:

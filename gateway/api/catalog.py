@@ -14,40 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.api.db import Reader
+from gateway.registry import Location, Survey
 
 CACHE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class Location:
-    id: int
-    company: str
-    name: str
-    parent: int | None
-    timezone: str | None
-
-    @property
-    def is_point(self) -> bool:
-        """An experience point (where terminals stand) rather than a group."""
-        return self.timezone is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Survey:
-    id: int
-    company: str
-    question: str
-    locale: str
-    scale: str
-    misuse_interval_s: int
-
-    @property
-    def buttons(self) -> int:
-        return 5 if self.scale == "five" else 4
-
-
-@dataclass(frozen=True, slots=True)
 class Terminal:
+    """A registry terminal without its key, which the API never needs."""
+
     id: int
     location: int
     survey: int

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from gateway.api import schemas
 from gateway.api.auth import Principal
-from gateway.api.catalog import Location, Survey, View
+from gateway.api.catalog import View
 from gateway.api.counts import counts, first_seen
 from gateway.api.errors import NotFound
 from gateway.api.feedback import Selection, feedbacks
@@ -29,6 +29,7 @@ from gateway.api.routing import get_and_head
 from gateway.api.rows import option_id
 from gateway.api.state import api_state, v1_principal
 from gateway.api.timeutil import format_utc, format_v1, v1_window
+from gateway.registry import Location, Survey
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 Auth = Annotated[Principal, Depends(v1_principal)]
@@ -84,7 +85,7 @@ def _resolve_survey(view: View, key: str) -> V1Survey:
         raise NotFound(f"survey {key!r}")
     if sep:
         point = view.locations.get(int(location_part))
-        if point is None or not point.is_point:
+        if point is None or not point.is_experience_point:
             raise NotFound(f"survey {key!r}")
         terminals = view.select_terminals(survey.id, point.id)
         points = [point]
@@ -104,7 +105,7 @@ def _folder(
     children = view.children(loc.id)
     if nested and children:
         folder["folders"] = [_folder(view, c, seen, nested=True) for c in children]
-    if seen is not None and loc.is_point:
+    if seen is not None and loc.is_experience_point:
         folder["surveys"] = [
             _resolve_survey(view, f"{loc.id}-{s.id}").describe(seen)
             for s in view.surveys_at(loc.id)

@@ -64,7 +64,7 @@ async def experience_points(
     rows = []
     for root in roots:
         for loc in view.subtree(root):
-            kind = "EXPERIENCE-POINT" if loc.is_point else "GROUP"
+            kind = "EXPERIENCE-POINT" if loc.is_experience_point else "GROUP"
             if type is not None and kind != type.replace("_", "-"):
                 continue
             row: dict[str, Any] = {"experiencePointId": loc.id, "name": loc.name, "type": kind}
