@@ -22,6 +22,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,3 +218,19 @@ class PrivateCluster:
         if self.running or (self.root / "data" / "postmaster.pid").exists():
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def started_cluster(*, tls: bool = False) -> Iterator[PrivateCluster]:
+    """The body of a module-scoped ``cluster`` fixture: a started private cluster,
+    destroyed afterwards; the module's tests are skipped where none can be made."""
+    import pytest  # noqa: PLC0415 (only tests call this; bench/ imports this module too)
+
+    try:
+        cluster = PrivateCluster.create(tls=tls)
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no private PostgreSQL cluster can be made here: {exc}")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

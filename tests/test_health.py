@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from protocols.frames import Heartbeat, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.pg import ClusterUnavailable, PrivateCluster
+from tests.pg import PrivateCluster, started_cluster
 from tests.support import KEYS, free_port, seal
 from tests.test_tcp import hello
 
@@ -137,15 +137,7 @@ async def test_a_taken_health_port_does_not_stop_the_gateway(tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
-    try:
-        c = PrivateCluster.create()
-    except ClusterUnavailable as exc:
-        pytest.skip(f"no private PostgreSQL cluster can be made here: {exc}")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.destroy()
+    yield from started_cluster()
 
 
 async def wait_readyz(

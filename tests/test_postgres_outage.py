@@ -26,7 +26,7 @@ from gateway.stores.postgres import PostgresStore
 from protocols.constants import NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.pg import ClusterUnavailable, PrivateCluster
+from tests.pg import PrivateCluster, started_cluster
 from tests.support import GatewayProcess, free_port, write_config
 from tests.test_tcp import hello
 
@@ -44,15 +44,7 @@ Key = tuple[int, int]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
-    try:
-        c = PrivateCluster.create()
-    except ClusterUnavailable as exc:
-        pytest.skip(f"no private PostgreSQL cluster can be made here: {exc}")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.destroy()
+    yield from started_cluster()
 
 
 _databases = itertools.count()

@@ -40,7 +40,7 @@ from gateway.stores.postgres import (
 from gateway.stores.sqlite import SqliteStore
 from protocols.frames import Ack, Welcome
 from tests.conftest import GatewayHarness
-from tests.pg import ClusterUnavailable, PrivateCluster
+from tests.pg import ClusterUnavailable, PrivateCluster, started_cluster
 from tests.support import REGISTRY_TOML, VECTOR_HEX, RawTerminal, free_port
 from tests.test_tcp import hello
 
@@ -83,15 +83,7 @@ def reject(uid: str, received_at_ms: int, terminal_id: int | None = 1001) -> Sto
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
-    try:
-        c = PrivateCluster.create(tls=True)
-    except ClusterUnavailable as exc:
-        pytest.skip(f"no private PostgreSQL cluster can be made here: {exc}")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.destroy()
+    yield from started_cluster(tls=True)
 
 
 _databases = itertools.count()
