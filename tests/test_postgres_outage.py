@@ -165,6 +165,11 @@ async def test_store_stopped_mid_run_every_acked_press_arrives_once(
             acked_at_stop = fleet.report.acked_count
             failures_at_stop = gateway.forwarder.failures
             await fleet.wait_acked(35_000, timeout=60)
+            # 20,000 presses take well under a second: wait for the forwarder to
+            # have met the outage too, rather than hoping it already has.
+            async with asyncio.timeout(30):
+                while gateway.forwarder.failures == failures_at_stop:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
             acked_while_down = fleet.report.acked_count - acked_at_stop
             backlog_while_down = await gateway.outbox.backlog()
             failures_while_down = gateway.forwarder.failures - failures_at_stop
