@@ -52,6 +52,7 @@ from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
 from gateway.registry import Company, Location, Registry, Survey, Terminal
 from gateway.stores import open_store
+from gateway.stores.postgres import ensure_partitions
 from tests.pg import ClusterUnavailable, PrivateCluster
 from tests.support import free_port
 
@@ -208,13 +209,8 @@ async def load_postgres(url: str, options: Options, notes: list[str]) -> None:
         ):
             await conn.execute("ALTER TABLE press ADD COLUMN misuse boolean NOT NULL DEFAULT false")
             notes.append("added press.misuse (the store has none yet)")
-        for month in range(1, 13):
-            low = f"'2025-{month:02d}-01 00:00:00+00'"
-            high = f"'{2025 + month // 12}-{month % 12 + 1:02d}-01 00:00:00+00'"
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS press_y2025m{month:02d} PARTITION OF press"
-                f" FOR VALUES FROM ({low}) TO ({high})"
-            )
+        async with conn.transaction():
+            await ensure_partitions(conn, {(2025, month) for month in range(1, 13)})
         n, terminals = options.presses, options.terminals
         per_terminal = -(-n // terminals)
         step = (YEAR_END - YEAR_START) / per_terminal

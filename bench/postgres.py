@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import StoreSection
 from gateway.rows import PressRow
-from gateway.stores.postgres import PostgresStore, partition_name
+from gateway.stores.postgres import PostgresStore, ensure_partitions
 from tests.pg import ClusterUnavailable, PrivateCluster
 
 TARGET_DRAIN_RATIO = 0.60
@@ -354,13 +354,8 @@ async def results(cluster: PrivateCluster, options: Options) -> Results:
     await add_terminals(url, options.terminals, options.surveys)
     conn = await asyncpg.connect(url, command_timeout=3600)
     try:
-        for month in range(1, 13):
-            low = f"'{YEAR:04d}-{month:02d}-01 00:00:00+00'"
-            high = f"'{YEAR + month // 12:04d}-{month % 12 + 1:02d}-01 00:00:00+00'"
-            await conn.execute(
-                f"CREATE TABLE {partition_name(YEAR, month)} PARTITION OF press"
-                f" FOR VALUES FROM ({low}) TO ({high})"
-            )
+        async with conn.transaction():
+            await ensure_partitions(conn, {(YEAR, month) for month in range(1, 13)})
         started = time.perf_counter()
         for statement in _load_statements(options.presses, options.terminals):
             await conn.execute(statement)

@@ -19,7 +19,7 @@ How a batch is written (:meth:`PostgresStore.write`), all in one transaction,
 one writer at a time (a transaction-scoped advisory lock):
 
 1. the months the batch touches get their ``press`` partitions if they lack
-   them (under an advisory lock, see :func:`_ensure_partitions`);
+   them (under an advisory lock, see :func:`ensure_partitions`);
 2. the rows are ``COPY``-ed into a per-connection temporary staging table;
 3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
    only the claimed rows into ``press``, adds them to the hourly rollups and
@@ -318,7 +318,7 @@ class PostgresStore:
                 # taking them in turn is what rules out deadlocks between them.
                 await conn.execute(_LOCK_WRITES)
                 if months - self._months:
-                    await _ensure_partitions(conn, months)
+                    await ensure_partitions(conn, months)
                 if presses:
                     await conn.copy_records_to_table(
                         "press_stage", records=presses, columns=_STAGE_COLUMNS
@@ -507,7 +507,7 @@ def _months_of(presses: Sequence[PressRow]) -> set[tuple[int, int]]:
     return months
 
 
-async def _ensure_partitions(conn: _Connection, months: set[tuple[int, int]]) -> None:
+async def ensure_partitions(conn: _Connection, months: set[tuple[int, int]]) -> None:
     """Give each month its partition of press, inside the caller's transaction.
 
     Called before the transaction touches press, so it holds no lock on it
