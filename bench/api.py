@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
-from gateway.registry import Company, Location, Registry, Survey, Terminal
+from gateway.registry.terminals import Company, Location, Registry, Survey, Terminal
 from gateway.stores import open_store
 from gateway.stores.postgres import ensure_partitions
 from tests.pg import ClusterUnavailable, PrivateCluster

@@ -44,7 +44,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import StoreSection
+from gateway.registry.config import StoreSection
 from gateway.rows import PressRow
 from gateway.stores.postgres import PostgresStore, ensure_partitions
 from tests.pg import ClusterUnavailable, PrivateCluster

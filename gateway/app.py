@@ -16,20 +16,20 @@ from typing import Any
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
-from gateway.forwarder import Forwarder
-from gateway.ingest import Ingest
-from gateway.modem import Modem
-from gateway.mqtt import MqttIngest
-from gateway.operations import Operations
-from gateway.outbox import Outbox
-from gateway.registry import Registry, load_registry
-from gateway.registry_source import registry_for
-from gateway.sms_intake import SmsIntake
-from gateway.stats import StatsReporter
+from gateway.intake.forwarder import Forwarder
+from gateway.intake.ingest import Ingest
+from gateway.intake.outbox import Outbox
+from gateway.ops.operations import Operations
+from gateway.ops.stats import StatsReporter
+from gateway.registry.config import Config
+from gateway.registry.source import registry_for
+from gateway.registry.terminals import Registry, load_registry
 from gateway.stores import CentralStore, open_store
-from gateway.tcp import TcpServer, server_ssl_context
+from gateway.transports.modem import Modem
+from gateway.transports.mqtt import MqttIngest
+from gateway.transports.sms import SmsIntake
+from gateway.transports.tcp import TcpServer, server_ssl_context
 
 log = structlog.get_logger("gateway.app")
 
@@ -131,7 +131,7 @@ def vars_of(summary: object) -> dict[str, object]:
 async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set or the task is cancelled, then shut down in order."""
     stop = stop or asyncio.Event()
-    # systemd notify, health port, fleet status (gateway/operations.py); the modem's status
+    # systemd notify, health port, fleet status (gateway/ops/operations.py); the modem's status
     # adds an sms readiness check and the modem metrics.
     ops = Operations(gateway, modem=gateway.modem.status if gateway.modem is not None else None)
     stats = StatsReporter(gateway, interval_s=gateway.config.gateway.stats_interval_s)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import IO
 
 from gateway.app import build, run
-from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.export import FORMATS, export, parse_time
 from gateway.logs import configure_logging
-from gateway.mqtt_credentials import write_password_file
-from gateway.ops_cli import add_commands as add_operations_commands
-from gateway.registry import load_registry
+from gateway.ops.commands import add_commands as add_operations_commands
+from gateway.ops.export import FORMATS, export, parse_time
+from gateway.registry.config import Config, load_config
+from gateway.registry.mqtt_credentials import write_password_file
+from gateway.registry.terminals import load_registry
 from gateway.stores import open_store
 
 
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    add_operations_commands(commands)  # check, status (gateway/ops_cli.py)
+    add_operations_commands(commands)  # check, status (gateway/ops/commands.py)
     return parser
 
 

@@ -21,7 +21,7 @@ from firmware_sim.modem_profiles import ModemProfile
 from firmware_sim.modem_server import SocketModemServer
 from firmware_sim.sms_terminal import SmsFleet
 from gateway.app import Gateway, build, run
-from gateway.config import Config, SmsSection, parse_listen
+from gateway.registry.config import Config, SmsSection, parse_listen
 
 DEMO_FAULTS = FaultOptions(split_write=0.05, corrupt_crc=0.005, drop=0.001)
 

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from gateway.log_events import RepeatLimiter, add_operator_hints
+from gateway.ops.log_events import RepeatLimiter, add_operator_hints
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway, build, run
-from gateway.config import load_config
+from gateway.registry.config import load_config
 from tests.brokers import PrivateMosquitto
 from tests.support import free_port, write_config
 

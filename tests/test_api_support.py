@@ -29,7 +29,7 @@ import httpx
 
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token, ensure_table
-from gateway.registry import parse_registry
+from gateway.registry.terminals import parse_registry
 from gateway.rows import HourCountRow, PressRow
 from gateway.stores import open_store
 from tests.support import free_port

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.export import PRESS_FIELDS, REJECT_FIELDS
+from gateway.ops.export import PRESS_FIELDS, REJECT_FIELDS
 from tests.conftest import GatewayHarness
 from tests.support import VECTOR_HEX
 from tests.test_tcp import hello

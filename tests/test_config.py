@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.registry.config import load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.fleet_status import FleetStatus, Thresholds, load_status, save_status
+from gateway.intake.fleet_status import FleetStatus, Thresholds, load_status, save_status
 from protocols.constants import MAINS_POWERED
 from protocols.frames import Heartbeat, Hello, Presses, PressRecord
 from tests.conftest import GatewayHarness

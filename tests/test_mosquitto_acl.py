@@ -6,7 +6,7 @@ where a test must (:func:`store_config`): the listener port, the directories
 is written by :mod:`gateway.mqtt_credentials` for terminals 1001 and 1002 of
 deploy/terminals.example.toml plus the gateway user. The clients are real
 (aiomqtt): terminals speak MQTT 3.1.1, the gateway MQTT 5 with a persistent
-session, as gateway/mqtt.py does. Payloads are real frames.
+session, as gateway/transports/mqtt.py does. Payloads are real frames.
 
 "Never arrives" is shown without sleeping: the forbidden message is published
 and acknowledged (so the broker has routed or dropped it) before a permitted
@@ -33,12 +33,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.errors import GatewayError, RegistryError
-from gateway.mqtt_credentials import (
+from gateway.registry.mqtt_credentials import (
     GATEWAY_USER,
     terminal_password,
     write_password_file,
 )
-from gateway.registry import load_registry
+from gateway.registry.terminals import load_registry
 from protocols.constants import FrameType
 from protocols.frames import Ack, Presses, PressRecord, encode
 from tests.brokers import PrivateMosquitto, user_line
@@ -142,7 +142,7 @@ def session_properties() -> Properties:
 
 
 def gateway(port: int) -> aiomqtt.Client:
-    """The gateway as gateway/mqtt.py connects: MQTT 5, a persistent session."""
+    """The gateway as gateway/transports/mqtt.py connects: MQTT 5, a persistent session."""
     return aiomqtt.Client(
         "127.0.0.1",
         port,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.mqtt import _paho, topic_terminal
+from gateway.transports.mqtt import _paho, topic_terminal
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord, decode, encode
 from tests.brokers import CuttableLink, PrivateMosquitto

@@ -20,14 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.config import load_config
 from gateway.errors import OutboxBusy
-from gateway.ingest import Ingest
-from gateway.mqtt import MqttIngest, Reply, _Link
-from gateway.outbox import Outbox
-from gateway.registry import load_registry
+from gateway.intake.ingest import Ingest
+from gateway.intake.outbox import Outbox
+from gateway.registry.config import load_config
+from gateway.registry.terminals import load_registry
 from gateway.rows import PressRow, RejectRow
-from gateway.sqlite_rows import _statement_sizes
+from gateway.sqlitedb import _statement_sizes
+from gateway.transports.mqtt import MqttIngest, Reply, _Link
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, decode, encode
 from tests.brokers import PrivateMosquitto

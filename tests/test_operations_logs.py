@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from gateway.log_events import EVENTS, RepeatLimiter, add_operator_hints
+from gateway.ops.log_events import EVENTS, RepeatLimiter, add_operator_hints
 from protocols.frames import Hello
 from tests.support import KEYS, GatewayProcess, RawTerminal, free_port, seal, write_config
 
@@ -44,7 +44,7 @@ def test_every_warning_and_error_says_what_to_do() -> None:
     missing = [
         f"{f}:{line} {event}" for f, line, event, own in calls if event not in EVENTS and not own
     ]
-    assert not missing, f"add these events to gateway/log_events.py EVENTS: {missing}"
+    assert not missing, f"add these events to gateway/ops/log_events.py EVENTS: {missing}"
 
 
 def test_hints_are_added_to_warnings_only() -> None:

@@ -11,8 +11,8 @@ import aiosqlite
 import pytest
 
 from gateway.errors import OutboxBusy, SchemaError
-from gateway.forwarder import Forwarder
-from gateway.outbox import _SCHEMA_V1, Backlog, Outbox
+from gateway.intake.forwarder import Forwarder
+from gateway.intake.outbox import _SCHEMA_V1, Backlog, Outbox
 from gateway.rows import PressRow
 from gateway.stores.sqlite import SqliteStore
 from protocols.constants import NakCode

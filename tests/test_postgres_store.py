@@ -24,9 +24,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.config import load_config
 from gateway.errors import ConfigError, SchemaError, StoreError
-from gateway.registry import parse_registry
+from gateway.registry.config import load_config
+from gateway.registry.terminals import parse_registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores import CentralStore, ImportSummary, StoredPress, StoredReject, open_store
 from gateway.stores.postgres import (

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import RegistryError
-from gateway.registry import load_registry, parse_registry, registry_tables
+from gateway.registry.terminals import load_registry, parse_registry, registry_tables
 from gateway.stores.sqlite import SqliteStore
 from tests.support import REGISTRY_TOML
 

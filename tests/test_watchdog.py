@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.watchdog import HANG_HOOK_ENV, LoopWatchdog, Notifier
+from gateway.ops.watchdog import HANG_HOOK_ENV, LoopWatchdog, Notifier
 from tests.notify import NotifyListener
 from tests.support import GatewayProcess, free_port, write_config
 

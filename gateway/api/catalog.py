@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.api.db import Reader
-from gateway.registry import Location, Survey
+from gateway.registry.terminals import Location, Survey
 
 CACHE_S = 5.0
 

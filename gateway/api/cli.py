@@ -12,8 +12,8 @@ from gateway.api.catalog import load_catalog
 from gateway.api.db import Reader
 from gateway.api.server import open_api_reader
 from gateway.api.tokens import create_token, list_tokens, revoke_token
-from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.registry.config import Config
 
 T = TypeVar("T")
 

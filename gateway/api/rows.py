@@ -7,7 +7,7 @@ from typing import Any
 from gateway.api.catalog import View
 from gateway.api.feedback import Feedback
 from gateway.api.timeutil import format_local, format_utc
-from gateway.registry import Survey
+from gateway.registry.terminals import Survey
 
 FOLLOWUP_OPTIONS = 16  # a terminal's follow-up answers are options 1..16
 EXTENSIONS = ("utcTime", "timePrecision", "transport", "clockCorrected")

@@ -14,8 +14,8 @@ from gateway.api.app import create_app
 from gateway.api.db import Reader, open_reader
 from gateway.api.tokens import ensure_table
 from gateway.backoff import Backoff
-from gateway.config import ApiSection, Config, parse_listen, parse_rate_limit
 from gateway.errors import ConfigError, StoreError
+from gateway.registry.config import ApiSection, Config, parse_listen, parse_rate_limit
 from gateway.stores import open_store
 
 log = structlog.get_logger("gateway.api")

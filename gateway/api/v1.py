@@ -29,7 +29,7 @@ from gateway.api.routing import get_and_head
 from gateway.api.rows import option_id
 from gateway.api.state import api_state, v1_principal
 from gateway.api.timeutil import format_utc, format_v1, v1_window
-from gateway.registry import Location, Survey
+from gateway.registry.terminals import Location, Survey
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 Auth = Annotated[Principal, Depends(v1_principal)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import RegistryError, StoreError
-from gateway.registry import Registry, parse_registry
+from gateway.registry.terminals import Registry, parse_registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import format_local
 

@@ -49,7 +49,7 @@ import asyncpg
 import asyncpg.pool
 
 from gateway.errors import ConfigError, SchemaError, StoreError
-from gateway.registry import Registry
+from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores.base import (
     REGISTRY_COLUMNS,

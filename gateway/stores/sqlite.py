@@ -15,9 +15,9 @@ import aiosqlite
 import structlog
 
 from gateway.errors import SchemaError, StoreError
-from gateway.registry import Registry
+from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
-from gateway.sqlite_rows import execute_rows
+from gateway.sqlitedb import execute_rows
 from gateway.stores.base import (
     REGISTRY_COLUMNS,
     ImportSummary,

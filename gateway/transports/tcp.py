@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.config import TcpSection, parse_listen
 from gateway.errors import OutboxBusy
-from gateway.ingest import Ingest, Origin
-from gateway.registry import Registry
+from gateway.intake.ingest import Ingest, Origin
+from gateway.registry.config import TcpSection, parse_listen
+from gateway.registry.terminals import Registry
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
 from protocols.frames import Ack, Frame, Heartbeat, Hello, Nak, Presses, Welcome, encode

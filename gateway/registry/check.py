@@ -28,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiomqtt
 
-from gateway.config import (
+from gateway.errors import ConfigError, RegistryError
+from gateway.registry.config import (
     _SECTIONS,
     Config,
     MqttSection,
@@ -37,9 +38,16 @@ from gateway.config import (
     _validate,
     parse_listen,
 )
-from gateway.errors import ConfigError, RegistryError
-from gateway.registry import Company, Location, Survey, Terminal, _company, _location, _survey
-from gateway.registry import _terminal as _parse_terminal
+from gateway.registry.terminals import (
+    Company,
+    Location,
+    Survey,
+    Terminal,
+    _company,
+    _location,
+    _survey,
+)
+from gateway.registry.terminals import _terminal as _parse_terminal
 
 REACH_TIMEOUT_S = 5.0
 _REGISTRY_KINDS = ("company", "location", "survey", "terminal")

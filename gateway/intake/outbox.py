@@ -35,7 +35,7 @@ import structlog
 
 from gateway.errors import OutboxBusy, SchemaError
 from gateway.rows import HourCountRow, PressRow, RejectRow
-from gateway.sqlite_rows import execute_rows
+from gateway.sqlitedb import execute_rows
 
 log = structlog.get_logger("gateway.outbox")
 
@@ -72,7 +72,7 @@ CREATE UNIQUE INDEX rejected_record ON rejected (terminal_id, seq, reason) WHERE
 CREATE TABLE terminal_seq (terminal_id INTEGER PRIMARY KEY, max_seq INTEGER NOT NULL);
 """
 # Version 2: SMS. hour_count is forwarded like press; the sms_ tables stay here
-# (gateway/sms_intake.py): batches seen, parts waiting for the rest of their
+# (gateway/transports/sms.py): batches seen, parts waiting for the rest of their
 # message, and digests of messages already taken, so that a message read twice
 # (an indication repeated, routed and stored, or not deleted before a crash) is
 # taken once.

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import aiosqlite
 import structlog
 
-from gateway.outbox import Outbox, insert_hours, insert_rejects
-from gateway.registry import Registry
+from gateway.intake.outbox import Outbox, insert_hours, insert_rejects
+from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, RejectRow, iso_utc
 from gateway.timekeeping import UtcOffsets
 from protocols.errors import DecodeError, NotAFrame, SmsDecodeError, SmsPartsError

@@ -29,9 +29,9 @@ import serial_asyncio_fast
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.config import SmsSection
 from gateway.errors import GatewayError, ModemError, ModemTimeout, OutboxBusy
-from gateway.modem_status import (
+from gateway.registry.config import SmsSection
+from gateway.transports.modem_status import (
     ModemStatus,
     first_int,
     is_hex,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.fleet_status import FleetStatus
-from gateway.outbox import Outbox
-from gateway.registry import Registry
+from gateway.intake.fleet_status import FleetStatus
+from gateway.intake.outbox import Outbox
+from gateway.registry.terminals import Registry
 from gateway.rows import PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
 from protocols.constants import NakCode
@@ -62,7 +62,9 @@ class Ingest:
         self.counters = IngestCounters()
         self.last_heartbeat: dict[int, tuple[Heartbeat, Origin]] = {}
         self._offsets: dict[int, UtcOffsets] = {}
-        self.fleet = FleetStatus()  # what each terminal last reported (gateway/fleet_status.py)
+        self.fleet = (
+            FleetStatus()
+        )  # what each terminal last reported (gateway/intake/fleet_status.py)
 
     def next_seq(self, terminal_id: int) -> int:
         return self._outbox.next_seq(terminal_id)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import structlog
 
-from gateway.config import Config
 from gateway.errors import RegistryError, StoreError
-from gateway.registry import Registry, load_registry, parse_registry, registry_tables
+from gateway.registry.config import Config
+from gateway.registry.terminals import Registry, load_registry, parse_registry, registry_tables
 from gateway.stores import CentralStore
 
 log = structlog.get_logger("gateway.registry")

@@ -44,10 +44,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
-from gateway.config import Config, MqttSection
 from gateway.errors import OutboxBusy
-from gateway.ingest import Ingest, Origin, Placed, refusal_row
-from gateway.registry import Registry
+from gateway.intake.ingest import Ingest, Origin, Placed, refusal_row
+from gateway.registry.config import Config, MqttSection
+from gateway.registry.terminals import Registry
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
 from protocols.frames import Ack, Frame, Heartbeat, Nak, Presses, decode, encode

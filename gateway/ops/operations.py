@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.config import HealthSection
-from gateway.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
-from gateway.health import Check, HealthServer, ModemHealth, OutboxProbe, StoreProbe, health_app
-from gateway.log_events import configured_limiter, emit_summaries
-from gateway.outbox import Backlog
-from gateway.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
+from gateway.intake.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
+from gateway.intake.outbox import Backlog
+from gateway.ops.health import Check, HealthServer, ModemHealth, OutboxProbe, StoreProbe, health_app
+from gateway.ops.log_events import configured_limiter, emit_summaries
+from gateway.ops.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
+from gateway.registry.config import HealthSection
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -38,12 +38,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.config import parse_listen
 from gateway.errors import GatewayError
+from gateway.registry.config import parse_listen
 from gateway.stores import CentralStore
 
 if TYPE_CHECKING:
-    from gateway.operations import Operations
+    from gateway.ops.operations import Operations
 
 log = structlog.get_logger("gateway.health")
 

@@ -15,7 +15,7 @@ import structlog
 
 from gateway.backoff import Backoff
 from gateway.errors import GatewayError
-from gateway.outbox import Outbox
+from gateway.intake.outbox import Outbox
 from gateway.stores import CentralStore, StoredReject
 
 log = structlog.get_logger("gateway.forwarder")

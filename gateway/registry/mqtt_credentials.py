@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from gateway.errors import GatewayError, RegistryError
-from gateway.registry import KEY_BYTES, Registry
+from gateway.registry.terminals import KEY_BYTES, Registry
 
 GATEWAY_USER = "smiley-gateway"
 PASSWORD_LABEL = b"smiley-mqtt-password-v1"

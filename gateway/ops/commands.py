@@ -12,11 +12,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.check import check
-from gateway.config import Config, HealthSection, load_config, parse_listen
 from gateway.errors import GatewayError
-from gateway.fleet_status import STATUS_FILE, FleetStatus, Thresholds, load_status
-from gateway.registry import load_registry
+from gateway.intake.fleet_status import STATUS_FILE, FleetStatus, Thresholds, load_status
+from gateway.registry.check import check
+from gateway.registry.config import Config, HealthSection, load_config, parse_listen
+from gateway.registry.terminals import load_registry
 
 LIVE_TIMEOUT_S = 2.0
 

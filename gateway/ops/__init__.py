@@ -1,0 +1,1 @@
+"""Operations: health port, stats line, watchdog, log events and the operator commands."""

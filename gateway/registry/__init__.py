@@ -1,0 +1,1 @@
+"""Configuration and the terminal registry: loading, validating (check) and where it comes from."""

@@ -1,0 +1,1 @@
+"""Terminal transports: TCP, MQTT and SMS through the modem, each a thin adapter onto intake."""
