@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim.harness import PrivateMosquitto, free_port
 from gateway.app import Gateway, build, run
 from gateway.registry.config import load_config
-from tests.brokers import PrivateMosquitto
-from tests.support import free_port, write_config
+from tests.support import REGISTRY_TOML, write_config
 
 
 class GatewayHarness:
@@ -21,8 +21,9 @@ class GatewayHarness:
     def __init__(self, directory: Path, extra: str = "", registry: str | None = None) -> None:
         self.directory = directory
         self.port = free_port()
-        kwargs = {} if registry is None else {"registry": registry}
-        self.config_path = write_config(directory, port=self.port, extra=extra, **kwargs)
+        self.config_path = write_config(
+            directory, port=self.port, extra=extra, registry=registry or REGISTRY_TOML
+        )
         self.now: float | None = None
         self.gateway: Gateway | None = None
         self._task: asyncio.Task[None] | None = None

@@ -1,19 +1,19 @@
-"""Helpers shared by the gateway tests: vectors, a raw protocol client, configs."""
+"""Helpers shared by the gateway tests: vectors, a raw protocol client, the test registry.
+
+Processes (the gateway, brokers, databases) are started by ``firmware_sim.harness``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from firmware_sim.harness import write_config as harness_write_config
 from protocols import constants as c
 from protocols.frames import HEADER, Frame, crc16, encode, tag
 from protocols.stream import FrameStream
@@ -93,36 +93,8 @@ survey = 100
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def write_config(
-    directory: Path, *, port: int, registry: str = REGISTRY_TOML, extra: str = ""
-) -> Path:
-    """A gateway configuration in ``directory`` with its own data dir and store."""
-    (directory / "terminals.toml").write_text(registry, encoding="utf-8")
-    config = directory / "gateway.toml"
-    config.write_text(
-        f"""
-[gateway]
-data_dir = "var"
-registry = "terminals.toml"
-stats_interval_s = 60
-log_format = "json"
-log_level = "warning"
-[tcp]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite:///var/central.db"
-{extra}
-""",
-        encoding="utf-8",
-    )
-    return config
+# The harness's write_config with the two terminals above as its default registry.
+write_config = partial(harness_write_config, registry=REGISTRY_TOML)
 
 
 @dataclass
@@ -167,63 +139,3 @@ class RawTerminal:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-
-
-GATEWAY_SCRIPT = str(Path(sys.executable).parent / "smiley-gateway")
-
-
-class GatewayProcess:
-    """The real gateway as a separate process, which a test may kill -9."""
-
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
-        self.config = config
-        self.port = port
-        self.env = env  # added to this process's environment (NOTIFY_SOCKET, ...)
-        self.process: asyncio.subprocess.Process | None = None
-        self.log = config.parent / "gateway.log"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                GATEWAY_SCRIPT,
-                "run",
-                "--config",
-                str(self.config),
-                stdout=log,
-                stderr=log,
-                env=None if self.env is None else {**os.environ, **self.env},
-            )
-        for _ in range(300):
-            if self.process.returncode is not None:
-                raise RuntimeError(f"gateway exited: {self.log.read_text()[-2000:]}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
-        raise RuntimeError("gateway did not start listening")
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or power cut of the process."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(self.process.wait(), 30)
-
-    async def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), 60)
-
-
-def export_rows(config: Path, *extra: str) -> list[dict[str, Any]]:
-    """``smiley-gateway export`` as an operator runs it, parsed."""
-    result = subprocess.run(
-        [GATEWAY_SCRIPT, "export", "--config", str(config), "--format", "ndjson", *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.splitlines()]

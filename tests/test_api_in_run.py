@@ -7,11 +7,11 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from firmware_sim.harness import free_port
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
 from protocols.frames import Ack, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.support import free_port
 from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(60)

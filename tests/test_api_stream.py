@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from firmware_sim.harness import free_port
 from gateway.api import serve_api
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
 from gateway.errors import ConfigError
 from gateway.registry.config import load_config
 from gateway.stores import open_store
-from tests.support import free_port
 from tests.test_api_support import REGISTRY, press
 
 pytestmark = pytest.mark.timeout(180)

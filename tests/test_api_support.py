@@ -27,12 +27,12 @@ from typing import Any
 import asyncpg
 import httpx
 
+from firmware_sim.harness import free_port
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token, ensure_table
 from gateway.registry.terminals import parse_registry
 from gateway.rows import HourCountRow, PressRow
 from gateway.stores import open_store
-from tests.support import free_port
 
 GATEWAY = str(Path(sys.executable).parent / "smiley-gateway")
 SHARED_PG = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REGISTRY_TOML, free_port
+from firmware_sim.harness import free_port
+from tests.support import REGISTRY_TOML
 
 SCRIPT = str(Path(sys.executable).parent / "smiley-gateway")
 

@@ -10,10 +10,10 @@ from typing import Any
 from firmware_sim import Fleet, FleetOptions, LinkOptions, MqttLinkOptions, Steady
 from firmware_sim import load_registry as load_sim_registry
 from firmware_sim.faults import FaultOptions
+from firmware_sim.harness import GatewayProcess, PrivateMosquitto, export_rows, free_port
 from gateway.rows import iso_utc
-from tests.brokers import PrivateMosquitto
 from tests.conftest import GatewayHarness
-from tests.support import GatewayProcess, export_rows, free_port, write_config
+from tests.support import write_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_REGISTRY = (REPO / "deploy" / "terminals.example.toml").read_text(encoding="utf-8")

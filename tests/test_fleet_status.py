@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from firmware_sim.harness import free_port
 from gateway.intake.fleet_status import FleetStatus, Thresholds, load_status, save_status
 from protocols.constants import MAINS_POWERED
 from protocols.frames import Heartbeat, Hello, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.support import RawTerminal, free_port
+from tests.support import RawTerminal
 
 LIMITS = Thresholds(silent_after_s=60, low_battery_pct=20, clock_drift_s=120)
 T0 = 1_767_225_600.0

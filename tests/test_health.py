@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from firmware_sim.harness import PrivateCluster, free_port
 from protocols.frames import Heartbeat, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.pg import PrivateCluster, started_cluster
-from tests.support import KEYS, free_port, seal
+from tests.pg import started_cluster
+from tests.support import KEYS, seal
 from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(180)
@@ -286,6 +287,9 @@ async def test_modem_hook_adds_a_readiness_check_and_metrics(harness: GatewayHar
         ready: bool
         signal_rssi: int
         registration: int
+        sim: str = "ready"
+        storage_used: int | None = None
+        storage_total: int | None = None
 
         @property
         def signal_dbm(self) -> int:
@@ -297,7 +301,7 @@ async def test_modem_hook_adds_a_readiness_check_and_metrics(harness: GatewayHar
 
     assert harness.gateway is not None
     modem = ModemStatus(ready=True, signal_rssi=20, registration=1)
-    ops = Operations(harness.gateway, modem=modem, env={})
+    ops = Operations(replace(harness.gateway.observed(), modem=modem), env={})
     ready, checks = ops.readiness()
     assert ready
     assert checks["sms"].to_json() == {

@@ -32,6 +32,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim.harness import PrivateMosquitto, free_port, user_line
 from gateway.errors import GatewayError, RegistryError
 from gateway.registry.mqtt_credentials import (
     GATEWAY_USER,
@@ -41,8 +42,7 @@ from gateway.registry.mqtt_credentials import (
 from gateway.registry.terminals import load_registry
 from protocols.constants import FrameType
 from protocols.frames import Ack, Presses, PressRecord, encode
-from tests.brokers import PrivateMosquitto, user_line
-from tests.support import REPO, free_port
+from tests.support import REPO
 
 DEPLOY = REPO / "deploy" / "mosquitto"
 SHIPPED_CONF = DEPLOY / "smiley.conf"

@@ -8,12 +8,18 @@ from pathlib import Path
 
 import aiomqtt
 
+from firmware_sim.harness import (
+    CuttableLink,
+    GatewayProcess,
+    PrivateMosquitto,
+    export_rows,
+    free_port,
+)
 from gateway.transports.mqtt import _paho, topic_terminal
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord, decode, encode
-from tests.brokers import CuttableLink, PrivateMosquitto
 from tests.conftest import GatewayHarness
-from tests.support import KEYS, VECTOR_HEX, GatewayProcess, export_rows, free_port, write_config
+from tests.support import KEYS, VECTOR_HEX, write_config
 from tests.test_tcp import quarantined, stored
 
 

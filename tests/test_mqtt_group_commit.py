@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim.harness import PrivateMosquitto, export_rows, free_port
 from gateway.errors import OutboxBusy
 from gateway.intake.ingest import Ingest
 from gateway.intake.outbox import Outbox
@@ -30,8 +31,7 @@ from gateway.sqlitedb import _statement_sizes
 from gateway.transports.mqtt import MqttIngest, Reply, _Link
 from protocols.constants import FrameType, NakCode
 from protocols.frames import Ack, Nak, decode, encode
-from tests.brokers import PrivateMosquitto
-from tests.support import KEYS, VECTOR_HEX, export_rows, free_port, write_config
+from tests.support import KEYS, VECTOR_HEX, write_config
 from tests.test_mqtt import mqtt_section, presses, subscribed_gateway, terminal
 
 NOW = 1767225700.0

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import structlog
 
+from firmware_sim.harness import GatewayProcess, free_port
 from gateway.ops.log_events import EVENTS, RepeatLimiter, add_operator_hints
 from protocols.frames import Hello
-from tests.support import KEYS, GatewayProcess, RawTerminal, free_port, seal, write_config
+from tests.support import KEYS, RawTerminal, seal, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 NOTABLE = {"warning", "error", "exception", "critical"}

@@ -21,13 +21,14 @@ import pytest
 
 from firmware_sim import BackoffOptions, Fleet, FleetOptions, LinkOptions, MadePress, Steady
 from firmware_sim import load_registry as load_sim_registry
+from firmware_sim.harness import GatewayProcess, PrivateCluster, free_port
 from gateway.app import Gateway
 from gateway.stores.postgres import PostgresStore
 from protocols.constants import NakCode
 from protocols.frames import Ack, Nak, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.pg import PrivateCluster, started_cluster
-from tests.support import GatewayProcess, free_port, write_config
+from tests.pg import started_cluster
+from tests.support import write_config
 from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(180)

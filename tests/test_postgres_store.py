@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from firmware_sim.harness import ClusterUnavailable, PrivateCluster, free_port
 from gateway.errors import ConfigError, SchemaError, StoreError
 from gateway.registry.config import load_config
 from gateway.registry.terminals import parse_registry
@@ -40,8 +41,8 @@ from gateway.stores.postgres import (
 from gateway.stores.sqlite import SqliteStore
 from protocols.frames import Ack, Welcome
 from tests.conftest import GatewayHarness
-from tests.pg import ClusterUnavailable, PrivateCluster, started_cluster
-from tests.support import REGISTRY_TOML, VECTOR_HEX, RawTerminal, free_port
+from tests.pg import started_cluster
+from tests.support import REGISTRY_TOML, VECTOR_HEX, RawTerminal
 from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(120)

@@ -19,8 +19,9 @@ import pytest
 
 from firmware_sim import Fleet, FleetOptions, LinkOptions, Steady
 from firmware_sim import load_registry as load_sim_registry
+from firmware_sim.harness import GatewayProcess, export_rows, free_port
 from tests.notify import NotifyListener
-from tests.support import GatewayProcess, export_rows, free_port, write_config
+from tests.support import write_config
 
 pytestmark = pytest.mark.timeout(240)
 

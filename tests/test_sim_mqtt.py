@@ -40,12 +40,12 @@ from firmware_sim import (
     Terminal,
 )
 from firmware_sim.faults import FaultPlanner
+from firmware_sim.harness import PrivateMosquitto
 from firmware_sim.mqtt import MqttTerminalLink
 from protocols import constants as c
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
 from protocols.frames import Ack, Frame, Heartbeat, Nak, Presses, decode, encode
-from tests.brokers import PrivateMosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {

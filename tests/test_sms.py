@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
+from firmware_sim.harness import GatewayProcess, export_rows, free_port
 from firmware_sim.modem_profiles import ModemProfile
 from firmware_sim.modem_server import ModemServer, PtyModemServer, SocketModemServer
 from firmware_sim.sms_pdu import DCS_8BIT, Deliver, Form, deliver_pdu, split_frame
 from firmware_sim.sms_terminal import SmsFleet, SmsFleetOptions, SmsReport
 from protocols.frames import Ack, Hourly, Presses, PressRecord, decode, encode
 from tests.conftest import GatewayHarness
-from tests.support import KEYS, VECTOR_HEX, GatewayProcess, export_rows, free_port, write_config
+from tests.support import KEYS, VECTOR_HEX, write_config
 from tests.test_tcp import hello
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim.harness import GatewayProcess, free_port
 from gateway.ops.watchdog import HANG_HOOK_ENV, LoopWatchdog, Notifier
 from tests.notify import NotifyListener
-from tests.support import GatewayProcess, free_port, write_config
+from tests.support import write_config
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""Private Mosquitto instances for tests that stop, restart or break a broker.
+"""Private Mosquitto instances for tests and benches that stop, restart or break a broker.
 
 The shared broker on 127.0.0.1:1883 is never touched: each instance runs from
 the installed binary on a free port, with its own config and persistence dir.
@@ -13,7 +13,7 @@ import pwd
 import signal
 from pathlib import Path
 
-from tests.support import free_port
+from firmware_sim.harness.net import free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 

@@ -1,0 +1,33 @@
+"""Starting the real programs a test or benchmark runs against, each as a process of its own.
+
+The gateway (``smiley-gateway run``), a private Mosquitto and a private
+PostgreSQL cluster, on free ports in their own directories, so that the shared
+broker on 1883 and server on 5432 are never touched. ``tests/`` and ``bench/``
+both use these; nothing here imports ``gateway`` (the gateway is started as an
+operator starts it) or pytest.
+"""
+
+from firmware_sim.harness.gateway_process import (
+    GATEWAY_SCRIPT,
+    GatewayProcess,
+    HarnessError,
+    export_rows,
+    write_config,
+)
+from firmware_sim.harness.mosquitto import CuttableLink, PrivateMosquitto, user_line
+from firmware_sim.harness.net import free_port
+from firmware_sim.harness.postgres import ClusterUnavailable, PrivateCluster
+
+__all__ = [
+    "GATEWAY_SCRIPT",
+    "ClusterUnavailable",
+    "CuttableLink",
+    "GatewayProcess",
+    "HarnessError",
+    "PrivateCluster",
+    "PrivateMosquitto",
+    "export_rows",
+    "free_port",
+    "user_line",
+    "write_config",
+]
