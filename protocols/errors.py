@@ -3,24 +3,35 @@
 Hierarchy::
 
     ProtocolError
-    ├── EncodeError            the caller asked for a frame the spec cannot carry
-    ├── DecodeError            the peer sent bytes that break the spec (section 5)
-    │   ├── BadMagic           no NAK; the stream cannot resync, close
-    │   ├── FrameTooLong       no NAK; the stream cannot resync, close
-    │   ├── UnsupportedVersion NAK UNSUPPORTED, close
-    │   ├── BadCrc             NAK BAD_CRC, go on with the next frame
-    │   ├── UnknownTerminal    NAK UNKNOWN_TERMINAL (zero tag), close
-    │   ├── BadTag             NAK BAD_TAG, close
-    │   ├── UnsupportedType    NAK UNSUPPORTED, close
-    │   └── Malformed          NAK MALFORMED; on SMS also a frame-like message that
-    │                          breaks the frame (bad base64 after ``SM1 ``, bytes
-    │                          after the frame, an hour after the SC timestamp)
-    ├── SmsDecodeError         an SMS PDU that breaks 3GPP TS 23.040 (short, inconsistent)
-    ├── NotAFrame              an SMS that is no frame at all (a person's text, an
-    │                          operator notice): quarantine with sender, time, text
-    └── SmsPartsError          the parts given for one SMS do not make one message
-        ├── InconsistentParts  parts contradict each other (keys, alphabets, contents)
-        └── MissingParts       some parts of a concatenated SMS are not there (yet)
+    ├── EncodeError                the caller asked for a frame the spec cannot carry
+    ├── PeerError                  a peer's input is refused: kept in quarantine, maybe NAKed
+    │   ├── DecodeError            the peer sent bytes that break the spec (section 5)
+    │   │   ├── BadMagic           no NAK; the stream cannot resync, close
+    │   │   ├── FrameTooLong       no NAK; the stream cannot resync, close
+    │   │   ├── Truncated          no NAK; a frame cut short by the close of the connection
+    │   │   ├── UnsupportedVersion NAK UNSUPPORTED, close
+    │   │   ├── BadCrc             NAK BAD_CRC, go on with the next frame
+    │   │   ├── UnknownTerminal    NAK UNKNOWN_TERMINAL (zero tag), close
+    │   │   ├── BadTag             NAK BAD_TAG, close
+    │   │   ├── UnsupportedType    NAK UNSUPPORTED, close
+    │   │   └── Malformed          NAK MALFORMED; on SMS also a frame-like message that
+    │   │                          breaks the frame (bad base64 after ``SM1 ``, bytes
+    │   │                          after the frame, an hour after the SC timestamp)
+    │   └── SessionViolation       a genuine frame that breaks the session (section 4):
+    │       ├── NotHello           on TCP a frame other than HELLO came first: NAK, close
+    │       ├── NotAccepted        a type not taken from a terminal on this transport:
+    │       │                      NAK UNSUPPORTED (and close, on TCP)
+    │       ├── TopicMismatch      MQTT: the topic names another terminal; no NAK
+    │       └── GatewayViolation   terminal side: the gateway's answer breaks the session
+    ├── SmsDecodeError             an SMS PDU that breaks 3GPP TS 23.040 (short, inconsistent)
+    ├── NotAFrame                  an SMS that is no frame at all (a person's text, an
+    │                              operator notice): quarantine with sender, time, text
+    └── SmsPartsError              the parts given for one SMS do not make one message
+        ├── InconsistentParts      parts contradict each other (keys, alphabets, contents)
+        └── MissingParts           some parts of a concatenated SMS are not there (yet)
+
+Whether a ``SessionViolation`` closes the connection depends on the transport
+(there is none to close on MQTT): :mod:`protocols.session` decides.
 
 ``EncodeError``, ``SmsDecodeError``, ``NotAFrame`` and ``SmsPartsError`` hang
 directly off ``ProtocolError``: they carry no NAK code, because nothing is ever
@@ -42,8 +53,13 @@ class EncodeError(ProtocolError):
     """A frame could not be encoded: a field is outside what the wire format carries."""
 
 
-class DecodeError(ProtocolError):
-    """The peer's bytes break the protocol; ``nak_code`` is what the gateway answers."""
+class PeerError(ProtocolError):
+    """Something a peer sent is refused; ``nak_code`` is what the gateway answers, if anything.
+
+    Carries what the quarantine row keeps: the raw bytes, the terminal id the
+    input names (None when it names none), the frame type byte and the seq a
+    NAK refers to.
+    """
 
     nak_code: NakCode | None = None
     closes: bool = False
@@ -70,6 +86,10 @@ class DecodeError(ProtocolError):
         return self.nak_code.name if self.nak_code is not None else type(self).__name__
 
 
+class DecodeError(PeerError):
+    """The peer's bytes break the protocol; ``nak_code`` is what the gateway answers."""
+
+
 class BadMagic(DecodeError):
     closes = True
 
@@ -84,6 +104,16 @@ class FrameTooLong(DecodeError):
     @property
     def name(self) -> str:
         return "TOO_LONG"
+
+
+class Truncated(DecodeError):
+    """The connection closed (EOF or reset) inside a frame: a header or body cut short."""
+
+    closes = True
+
+    @property
+    def name(self) -> str:
+        return "TRUNCATED"
 
 
 class UnsupportedVersion(DecodeError):
@@ -112,6 +142,39 @@ class UnsupportedType(DecodeError):
 
 class Malformed(DecodeError):
     nak_code = NakCode.MALFORMED
+
+
+class SessionViolation(PeerError):
+    """A frame that decodes but breaks the session rules of spec section 4."""
+
+
+class NotHello(SessionViolation):
+    """On TCP, a frame other than HELLO came first."""
+
+    nak_code = NakCode.NOT_HELLO
+    closes = True
+
+
+class NotAccepted(SessionViolation):
+    """A frame type the gateway does not take from a terminal over this transport."""
+
+    nak_code = NakCode.UNSUPPORTED
+
+
+class TopicMismatch(SessionViolation):
+    """On MQTT, the topic names another terminal than the frame: nothing is sent back."""
+
+    @property
+    def name(self) -> str:
+        return "TOPIC_MISMATCH"
+
+
+class GatewayViolation(SessionViolation):
+    """Terminal side: what the gateway sent breaks the session (a firmware would log it)."""
+
+    @property
+    def name(self) -> str:
+        return "GATEWAY_VIOLATION"
 
 
 class SmsDecodeError(ProtocolError):

@@ -228,8 +228,11 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    """``acked_type`` (the spec's name, which the vectors pin) is the type acknowledged:
+    a :class:`FrameType`, or the byte itself when it names none (as in :class:`Header`)."""
+
     terminal_id: int
-    acked_type: int
+    acked_type: FrameType | int
     acked_seq: int
     gateway_time: int
 
@@ -314,7 +317,7 @@ def _payload(frame: Frame) -> bytes:
         case Ack():
             return ACK.build(
                 {
-                    "acked_type": frame.acked_type,
+                    "acked_type": int(frame.acked_type),
                     "acked_seq": frame.acked_seq,
                     "gateway_time": frame.gateway_time,
                 }
@@ -358,8 +361,14 @@ def encode(frame: Frame, key: bytes | None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Header:
+    """The first 10 bytes of a frame.
+
+    ``frame_type`` is a :class:`FrameType` when the byte names one, else the
+    byte itself: the type is judged last, with the payload (section 2).
+    """
+
     version: int
-    kind: int
+    frame_type: FrameType | int
     terminal_id: int
     length: int
 
@@ -372,7 +381,11 @@ class Header:
     ) -> DecodeError:
         """An error of ``kind`` about the frame this header starts."""
         return kind(
-            reason, raw=raw, terminal_id=self.terminal_id, frame_type=self.kind, ref_seq=ref_seq
+            reason,
+            raw=raw,
+            terminal_id=self.terminal_id,
+            frame_type=int(self.frame_type),
+            ref_seq=ref_seq,
         )
 
 
@@ -383,7 +396,7 @@ def decode_header(data: bytes) -> Header:
     if data[:2] != c.MAGIC:
         raise BadMagic(f"bad magic {bytes(data[:2]).hex()}", raw=bytes(data[: c.HEADER_SIZE]))
     parsed = HEADER.parse(data[: c.HEADER_SIZE])
-    header = Header(parsed.version, parsed.type, parsed.terminal_id, parsed.length)
+    header = Header(parsed.version, _type_of(parsed.type), parsed.terminal_id, parsed.length)
     head_raw = bytes(data[: c.HEADER_SIZE])
     if header.version != c.VERSION:
         raise header.error(
@@ -428,7 +441,7 @@ def decode(data: bytes, keys: KeyLookup, *, zero_tag_naks: bool = False) -> Fram
 
 def _is_unknown_terminal_nak(header: Header, raw: bytes) -> bool:
     return (
-        header.kind == FrameType.NAK
+        header.frame_type == FrameType.NAK
         and header.length == 6
         and raw[c.HEADER_SIZE] == NakCode.UNKNOWN_TERMINAL
     )
@@ -436,17 +449,16 @@ def _is_unknown_terminal_nak(header: Header, raw: bytes) -> bool:
 
 def _guess_ref_seq(header: Header, raw: bytes) -> int:
     """first_seq of a PRESSES frame, as far as its bytes reach (NAK ref_seq)."""
-    if header.kind == FrameType.PRESSES and len(raw) >= c.HEADER_SIZE + 8:
+    if header.frame_type == FrameType.PRESSES and len(raw) >= c.HEADER_SIZE + 8:
         return int.from_bytes(raw[c.HEADER_SIZE + 4 : c.HEADER_SIZE + 8], "big")
     return 0
 
 
 def decode_payload(header: Header, payload: bytes, *, raw: bytes = b"") -> Frame:
     """Parse an authenticated payload by its type (the last check of section 2)."""
-    try:
-        kind = FrameType(header.kind)
-    except ValueError:
-        raise header.error(UnsupportedType, f"type 0x{header.kind:02x} is unknown", raw) from None
+    kind = header.frame_type
+    if not isinstance(kind, FrameType):
+        raise header.error(UnsupportedType, f"type 0x{kind:02x} is unknown", raw)
     parse = _PARSERS[kind]
     try:
         return parse(header.terminal_id, payload)
@@ -531,7 +543,15 @@ def _parse_welcome(terminal_id: int, payload: bytes) -> Welcome:
 def _parse_ack(terminal_id: int, payload: bytes) -> Ack:
     _expect_size(payload, 10)
     p = ACK.parse(payload)
-    return Ack(terminal_id, p.acked_type, p.acked_seq, p.gateway_time)
+    return Ack(terminal_id, _type_of(p.acked_type), p.acked_seq, p.gateway_time)
+
+
+_FRAME_TYPES: dict[int, FrameType] = {kind.value: kind for kind in FrameType}
+
+
+def _type_of(value: int) -> FrameType | int:
+    """The FrameType a type byte names, or the byte when it names none."""
+    return _FRAME_TYPES.get(value, value)
 
 
 def _parse_nak(terminal_id: int, payload: bytes) -> Nak:

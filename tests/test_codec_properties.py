@@ -56,7 +56,7 @@ def payload_of(raw: bytes) -> bytes:
 def reseal(raw: bytes, payload: bytes, key: bytes) -> bytes:
     """``raw`` with its payload replaced (length, tag and crc recomputed)."""
     header = decode_header(raw)
-    return seal(header.kind, header.terminal_id, payload, key)
+    return seal(header.frame_type, header.terminal_id, payload, key)
 
 
 def patch(data: bytes, offset: int, value: bytes) -> bytes:
