@@ -1,7 +1,22 @@
-"""Composition root: builds every part from one Config and runs them together.
+"""Composition root: builds every part from one frozen Config and runs them together.
 
-Shutdown order: stop accepting, let connections answer what they hold, stop
-the outbox writer once nothing waits on it, forward what is left, close.
+:func:`build` makes the parts, each handed only what it uses; :func:`run`
+starts them under one :class:`~gateway.supervisor.Supervisor` (a part that is
+off is not started) and, when asked to stop or when a part fails, shuts down
+in this order:
+
+1. the query API (it only reads; it gets a grace period to finish requests);
+2. intake that needs no goodbye: MQTT (unacknowledged messages stay with the
+   broker and come back), the modem (a message is deleted only after its
+   commit), the SMS part expiry;
+3. TCP: stop accepting, stop reading, let queued answers go out (grace period);
+4. the forwarder, between two batches (a write is never cut off mid-way);
+5. the stats line and the registry import;
+6. one last drain of the outbox into the store, within the same grace;
+7. the outbox writer, then the store and the outbox are closed.
+
+Operations (systemd notify, health port, housekeeping) start once the
+transports listen and close last.
 """
 
 from __future__ import annotations
@@ -11,21 +26,21 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
-from gateway.backoff import Backoff
 from gateway.errors import GatewayError, StoreError
 from gateway.intake.forwarder import Forwarder
 from gateway.intake.ingest import Ingest
 from gateway.intake.outbox import Outbox
 from gateway.ops.operations import Operations
 from gateway.ops.stats import StatsReporter
+from gateway.ops.views import Observed
 from gateway.registry.config import Config
-from gateway.registry.source import registry_for
+from gateway.registry.source import RegistryImport, registry_for
 from gateway.registry.terminals import Registry, load_registry
 from gateway.stores import CentralStore, open_store
+from gateway.supervisor import Supervisor
 from gateway.transports.modem import Modem
 from gateway.transports.mqtt import MqttIngest
 from gateway.transports.sms import SmsIntake
@@ -37,9 +52,17 @@ SHUTDOWN_GRACE_S = 10.0
 SMS_EXPIRY_INTERVAL_S = 300.0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Sms:
+    """The SMS transport: the modem driver and the sink it hands messages to."""
+
+    modem: Modem
+    intake: SmsIntake
+
+
+@dataclass(frozen=True, slots=True)
 class Gateway:
-    """A running gateway; tests and the demo use its parts directly."""
+    """The parts of one gateway, built by :func:`build`; tests and the demo read them."""
 
     config: Config
     registry: Registry
@@ -47,12 +70,40 @@ class Gateway:
     store: CentralStore
     ingest: Ingest
     forwarder: Forwarder
-    tcp: TcpServer | None
-    mqtt: MqttIngest | None
-    sms: SmsIntake | None = None
-    modem: Modem | None = None
-    registry_in_store: bool = False
+    registry_import: RegistryImport
+    tcp: TcpServer | None = None
+    mqtt: MqttIngest | None = None
+    sms_transport: Sms | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def sms(self) -> SmsIntake | None:
+        return self.sms_transport.intake if self.sms_transport is not None else None
+
+    @property
+    def modem(self) -> Modem | None:
+        return self.sms_transport.modem if self.sms_transport is not None else None
+
+    @property
+    def registry_in_store(self) -> bool:
+        return self.registry_import.done
+
+    def observed(self) -> Observed:
+        """The read-only view operations get (health port, stats line)."""
+        return Observed(
+            health=self.config.health,
+            data_dir=self.config.data_dir,
+            registry=self.registry,
+            counters=self.ingest.counters,
+            fleet=self.ingest.fleet,
+            outbox=self.outbox,
+            forwarder=self.forwarder,
+            store=self.store,
+            tcp=self.tcp,
+            mqtt=self.mqtt,
+            modem=self.modem.status if self.modem is not None else None,
+            sms=self.sms.counters if self.sms is not None else None,
+        )
 
 
 async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
@@ -71,125 +122,95 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         raise
     registry, from_store = await registry_for(config, store)
     ingest = Ingest(registry, outbox)
-    forwarder = Forwarder(
-        outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
+    gateway = Gateway(
+        config=config,
+        registry=registry,
+        outbox=outbox,
+        store=store,
+        ingest=ingest,
+        forwarder=Forwarder(
+            outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
+        ),
+        registry_import=RegistryImport(registry, store, from_store=from_store),
+        tcp=_tcp(config, ingest, registry, clock),
+        mqtt=MqttIngest(config, ingest, registry, clock=clock) if config.mqtt else None,
+        sms_transport=_sms(config, ingest, registry, clock),
     )
-    tcp = None
-    if config.tcp is not None:
-        tls = None
-        if config.tcp.tls_cert is not None and config.tcp.tls_key is not None:
-            tls = server_ssl_context(
-                str(config.path(config.tcp.tls_cert)), str(config.path(config.tcp.tls_key))
-            )
-        tcp = TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
-    mqtt = MqttIngest(config, ingest, registry, clock=clock) if config.mqtt is not None else None
-    gateway = Gateway(config, registry, outbox, store, ingest, forwarder, tcp, mqtt)
-    if config.sms is not None:
-        gateway.sms = SmsIntake(
-            registry,
-            outbox,
-            reassembly_timeout_s=config.sms.reassembly_timeout_h * 3600,
-            clock=clock,
-        )
-        gateway.modem = Modem(config.sms, gateway.sms.take)
-    gateway.registry_in_store = from_store
     with contextlib.suppress(StoreError):  # logged; run() retries it
-        await _import_registry(gateway)
+        await gateway.registry_import.once()
     return gateway
 
 
-async def _import_registry(gateway: Gateway) -> None:
-    registry = gateway.registry
-    if not registry.terminals or gateway.registry_in_store:
-        gateway.registry_in_store = True
-        return
-    try:
-        summary = await gateway.store.import_registry(registry)
-    except StoreError as exc:
-        log.warning("registry_import_deferred", error=str(exc))
-        raise
-    gateway.registry_in_store = True
-    log.info("registry_loaded", terminals=len(registry.terminals), **vars_of(summary))
+def _tcp(
+    config: Config, ingest: Ingest, registry: Registry, clock: Callable[[], float]
+) -> TcpServer | None:
+    if config.tcp is None:
+        return None
+    tls = None
+    if config.tcp.tls_cert is not None and config.tcp.tls_key is not None:
+        tls = server_ssl_context(
+            str(config.path(config.tcp.tls_cert)), str(config.path(config.tcp.tls_key))
+        )
+    return TcpServer(config.tcp, ingest, registry, clock=clock, ssl_context=tls)
 
 
-async def _import_registry_until_done(gateway: Gateway) -> None:
-    """Retry the registry import while the store is unreachable, then stay idle."""
-    backoff = Backoff(initial=1.0, cap=gateway.config.store.retry_max_s)
-    while not gateway.registry_in_store:
-        try:
-            await _import_registry(gateway)
-        except StoreError:
-            await asyncio.sleep(backoff.next_delay())
-    await asyncio.Event().wait()
-
-
-def vars_of(summary: object) -> dict[str, object]:
-    slots = getattr(type(summary), "__slots__", ())
-    return {name: getattr(summary, name) for name in slots}
+def _sms(
+    config: Config, ingest: Ingest, registry: Registry, clock: Callable[[], float]
+) -> Sms | None:
+    if config.sms is None:
+        return None
+    intake = SmsIntake(
+        registry, ingest, reassembly_timeout_s=config.sms.reassembly_timeout_h * 3600, clock=clock
+    )
+    return Sms(Modem(config.sms, intake.take), intake)
 
 
 async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set or the task is cancelled, then shut down in order."""
     stop = stop or asyncio.Event()
-    # systemd notify, health port, fleet status (gateway/ops/operations.py); the modem's status
-    # adds an sms readiness check and the modem metrics.
-    ops = Operations(gateway, modem=gateway.modem.status if gateway.modem is not None else None)
-    stats = StatsReporter(gateway, interval_s=gateway.config.gateway.stats_interval_s)
-    writer = asyncio.create_task(gateway.outbox.run(), name="outbox-writer")
-    forwarder = asyncio.create_task(gateway.forwarder.run(), name="forwarder")
-    reporter = asyncio.create_task(stats.run(), name="stats")
-    mqtt = asyncio.create_task(_run_mqtt(gateway), name="mqtt")
-    importer = asyncio.create_task(_import_registry_until_done(gateway), name="registry")
-    modem = asyncio.create_task(_run_modem(gateway), name="modem")
+    ops = Operations(gateway.observed())
+    parts = Supervisor()
     api_stop = asyncio.Event()
-    api = asyncio.create_task(_run_api(gateway, api_stop), name="api")
-    background = (writer, forwarder, reporter, mqtt, importer, modem, api)
-    stopped = asyncio.create_task(stop.wait(), name="stop")
+    parts.start("outbox-writer", gateway.outbox.run())
+    parts.start("forwarder", gateway.forwarder.run())
+    parts.start("stats", _stats(gateway, ops))
+    if not gateway.registry_import.done:
+        parts.start(
+            "registry-import", gateway.registry_import.run(gateway.config.store.retry_max_s)
+        )
+    if gateway.mqtt is not None:
+        parts.start("mqtt", gateway.mqtt.run())
+    if gateway.sms_transport is not None:
+        parts.start("modem", gateway.sms_transport.modem.run())
+        parts.start("sms-expiry", _expire_sms_parts(gateway.sms_transport.intake))
+    if gateway.config.api is not None:
+        parts.start("api", _serve_api(gateway.config, api_stop))
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
         await ops.start()  # READY=1 once the transports listen
         gateway.started.set()
         log.info("gateway_started", gateway_id=gateway.outbox.gateway_id)
-        done, _ = await asyncio.wait({stopped, *background}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopped:
-                task.result()  # a background task died: raise its error
+        await parts.serve(stop)
     finally:
-        await _finish(stopped)
-        api_stop.set()  # the API returns by itself; _shutdown waits for it
+        api_stop.set()  # the API returns by itself; _shutdown gives it the grace period
         ops.stopping()  # STOPPING=1, /readyz 503; the watchdog keeps pinging until close()
         try:
-            await _shutdown(gateway, background)
+            await _shutdown(gateway, parts)
         finally:
             await ops.close()
 
 
-async def _run_mqtt(gateway: Gateway) -> None:
-    if gateway.mqtt is not None:
-        await gateway.mqtt.run()
-    else:
-        await asyncio.Event().wait()  # off: wait with the others until shutdown
+async def _stats(gateway: Gateway, ops: Operations) -> None:
+    await StatsReporter(ops.observed, interval_s=gateway.config.gateway.stats_interval_s).run()
 
 
-async def _run_modem(gateway: Gateway) -> None:
-    if gateway.modem is None or gateway.sms is None:
-        await asyncio.Event().wait()  # off: wait with the others until shutdown
-        return
-    async with asyncio.TaskGroup() as group:
-        group.create_task(gateway.modem.run())
-        group.create_task(_expire_sms_parts(gateway.sms))
-
-
-async def _run_api(gateway: Gateway, stop: asyncio.Event) -> None:
+async def _serve_api(config: Config, stop: asyncio.Event) -> None:
     """The query API inside ``run`` when ``[api]`` is configured; it never stops intake."""
-    if gateway.config.api is None:
-        await stop.wait()  # nothing to serve: done as soon as shutdown starts
-        return
     from gateway.api import serve_api  # noqa: PLC0415 - the web stack only when serving
 
     try:
-        await serve_api(gateway.config, stop, wait_for_store=True)
+        await serve_api(config, stop, wait_for_store=True)
     except (GatewayError, OSError) as exc:
         log.error(
             "api_failed",
@@ -197,7 +218,6 @@ async def _run_api(gateway: Gateway, stop: asyncio.Event) -> None:
             component="api",
             action="fix [api] (is the port free?) and restart; presses are still taken",
         )
-        await stop.wait()
 
 
 async def _expire_sms_parts(sms: SmsIntake) -> None:
@@ -207,14 +227,11 @@ async def _expire_sms_parts(sms: SmsIntake) -> None:
         await asyncio.sleep(SMS_EXPIRY_INTERVAL_S)
 
 
-async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]) -> None:
-    writer, forwarder, reporter, mqtt, importer, modem, api = background
-    await asyncio.wait({api}, timeout=SHUTDOWN_GRACE_S)  # queries first: they only read
-    await _finish(api)
-    # Unacknowledged MQTT messages stay with the broker and come back on restart;
-    # a message being taken from the modem is deleted only after its commit.
-    await _finish(mqtt)
-    await _finish(modem)
+async def _shutdown(gateway: Gateway, parts: Supervisor) -> None:
+    """Stop the parts in the order of the module docstring."""
+    await parts.wait("api", SHUTDOWN_GRACE_S)  # queries first: they only read
+    for name in ("api", "mqtt", "modem", "sms-expiry"):
+        await parts.stop(name)
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()
         await gateway.tcp.close_connections(grace_s=SHUTDOWN_GRACE_S)
@@ -222,25 +239,18 @@ async def _shutdown(gateway: Gateway, background: tuple[asyncio.Task[None], ...]
     forwarding_ends = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
     try:  # let the batch in hand reach the store: a write cut off mid-way is left open
         async with asyncio.timeout_at(forwarding_ends), gateway.forwarder.between_batches():
-            await _finish(forwarder)
+            await parts.stop("forwarder")
     except TimeoutError:
-        await _finish(forwarder)
-    for task in (reporter, importer):
-        await _finish(task)
-    if not writer.done():
+        await parts.stop("forwarder")
+    for name in ("stats", "registry-import"):
+        await parts.stop(name)
+    if parts.running("outbox-writer"):
         try:
             async with asyncio.timeout_at(forwarding_ends):
                 await gateway.forwarder.drain()
         except (TimeoutError, GatewayError) as exc:
             log.warning("shutdown_left_backlog", error=str(exc) or type(exc).__name__)
-    await _finish(writer)
+    await parts.stop_all()  # the outbox writer
     await gateway.store.close()
     await gateway.outbox.close()
     log.info("gateway_stopped")
-
-
-async def _finish(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it; an error it died of was raised already, by run()."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

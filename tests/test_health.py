@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,9 @@ async def test_modem_hook_adds_a_readiness_check_and_metrics(harness: GatewayHar
         ready: bool
         signal_rssi: int
         registration: int
+        sim: str = "ready"
+        storage_used: int | None = None
+        storage_total: int | None = None
 
         @property
         def signal_dbm(self) -> int:
@@ -298,7 +301,7 @@ async def test_modem_hook_adds_a_readiness_check_and_metrics(harness: GatewayHar
 
     assert harness.gateway is not None
     modem = ModemStatus(ready=True, signal_rssi=20, registration=1)
-    ops = Operations(harness.gateway, modem=modem, env={})
+    ops = Operations(replace(harness.gateway.observed(), modem=modem), env={})
     ready, checks = ops.readiness()
     assert ready
     assert checks["sms"].to_json() == {

@@ -7,12 +7,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from gateway.errors import OutboxBusy, SchemaError
 from gateway.intake.forwarder import Forwarder
 from gateway.intake.outbox import _SCHEMA_V1, Backlog, Outbox
+from gateway.intake.sms_ledger import SmsLedger
 from gateway.rows import PressRow
 from gateway.stores.sqlite import SqliteStore
 from protocols.constants import NakCode
@@ -183,22 +183,23 @@ async def test_a_version_1_outbox_is_upgraded_with_its_rows(tmp_path: Path) -> N
         await outbox.close()
 
 
-async def test_apply_commits_its_work_or_nothing(tmp_path: Path) -> None:
+async def test_sms_transaction_commits_its_work_or_nothing(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
     writer = asyncio.create_task(outbox.run())
 
-    async def seen(db: aiosqlite.Connection, digest: bytes, fail: bool) -> int:
-        await db.execute("INSERT INTO sms_seen VALUES (?, 1)", (digest,))
+    async def seen(ledger: SmsLedger, digest: bytes, fail: bool) -> int:
+        await ledger.remember(digest, 1)
         if fail:
             raise LookupError("the work's own error")
         return 42
 
     try:
-        assert await outbox.apply(lambda db: seen(db, b"a", False)) == 42
+        assert await outbox.sms_transaction(lambda ledger: seen(ledger, b"a", False)) == 42
         with pytest.raises(LookupError):
-            await outbox.apply(lambda db: seen(db, b"b", True))
-        with pytest.raises(OutboxBusy):  # a database error: the primary key is taken
-            await outbox.apply(lambda db: seen(db, b"a", False))
+            await outbox.sms_transaction(lambda ledger: seen(ledger, b"b", True))
+        with pytest.raises(OutboxBusy) as busy:  # a database error: the primary key is taken
+            await outbox.sms_transaction(lambda ledger: seen(ledger, b"a", False))
+        assert isinstance(busy.value.__cause__, sqlite3.IntegrityError)  # the cause is kept
         async with outbox._reader.execute("SELECT digest FROM sms_seen") as cursor:
             assert [r[0] for r in await cursor.fetchall()] == [b"a"]
     finally:

@@ -28,8 +28,9 @@ from typing import Any
 
 import structlog
 
+from gateway.privacy import mask_number
 from protocols.constants import MAINS_POWERED
-from protocols.frames import Heartbeat, Hello, Presses
+from protocols.frames import Heartbeat, Hello, Hourly, Presses
 
 log = structlog.get_logger("gateway.fleet_status")
 
@@ -136,6 +137,11 @@ class FleetStatus:
         status.clock_unsynced = frame.clock_unsynced
         if not frame.clock_unsynced:
             status.clock_offset_s = frame.sent_at - int(at)
+
+    def hourly(self, frame: Hourly, transport: str, peer: str, at: float) -> None:
+        """An HOURLY batch (SMS): contact, and its presses; the sender's number is masked."""
+        status = self._touch(frame.terminal_id, transport, mask_number(peer), at)
+        status.presses += sum(sum(hour) for hour in frame.counts)
 
     def known(self, terminal_ids: Iterable[int]) -> None:
         """List registered terminals too, so one never heard from shows as such."""

@@ -3,6 +3,9 @@
 A row leaves the outbox only after the store committed it; the store ignores
 rows it already has, so a crash between the two steps neither loses nor
 doubles anything.
+
+The outbox wakes the forwarder after each commit (``Outbox.new_rows``); a
+sweep every ``sweep_s`` catches anything else (rows left by an earlier run).
 """
 
 from __future__ import annotations
@@ -29,25 +32,26 @@ class Forwarder:
         *,
         batch: int,
         retry_max_s: float,
-        idle_s: float = 0.2,
+        sweep_s: float = 2.0,
     ) -> None:
         self._outbox = outbox
         self._store = store
         self._batch = batch
         self._backoff = Backoff(initial=0.2, cap=retry_max_s)
-        self._idle_s = idle_s
-        self._wake = asyncio.Event()
+        self._sweep_s = sweep_s
+        self._wake = outbox.new_rows
         self._one_batch_at_a_time = asyncio.Lock()
         self.forwarded = 0
         self.failures = 0
         self.last_error: str | None = None
 
     def wake(self) -> None:
-        """New rows were committed; forward without waiting for the idle tick."""
+        """New rows were committed; forward without waiting for the sweep."""
         self._wake.set()
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()  # before reading: a commit from now on wakes the wait below
             try:
                 moved = await self.forward_once()
             except GatewayError as exc:
@@ -60,9 +64,8 @@ class Forwarder:
             self._backoff.reset()
             self.last_error = None
             if moved < self._batch:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_s)
+                    await asyncio.wait_for(self._wake.wait(), self._sweep_s)
 
     async def forward_once(self) -> int:
         """Forward one batch; return how many rows moved."""

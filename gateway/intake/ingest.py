@@ -6,17 +6,18 @@ says must not be counted, and commits both to the outbox in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Outbox
+from gateway.intake.sms_ledger import SmsLedger
 from gateway.registry.terminals import Registry
-from gateway.rows import PressRow, RejectRow
+from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
 from protocols.constants import NakCode
 from protocols.errors import DecodeError
-from protocols.frames import Heartbeat, Hello, Presses, PressRecord, all_countable
+from protocols.frames import Heartbeat, Hello, Hourly, Presses, PressRecord, all_countable
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,22 @@ class Placed:
     origin: Origin
     counted: list[PressRow]
     rejected: list[RejectRow]
+
+
+@dataclass(frozen=True, slots=True)
+class SmsTaken:
+    """What one SMS transaction did (see :meth:`Ingest.sms`), once committed."""
+
+    outcome: str
+    """In words, for the log line and tests."""
+    new_message: bool = True
+    duplicate: bool = False
+    part_waiting: bool = False
+    batch: Hourly | None = None
+    """The HOURLY batch whose hours were committed, if any."""
+    origin: Origin | None = None
+    """Where the batch came from (its sender)."""
+    quarantined: tuple[RejectRow, ...] = ()
 
 
 @dataclass(slots=True)
@@ -79,14 +96,50 @@ class Ingest:
         """Keep a frame the gateway refused, with its raw bytes and the reason."""
         await self.commit((), (refusal_row(error, origin, reason),))
 
+    async def sms(self, work: Callable[[SmsLedger], Awaitable[SmsTaken]]) -> SmsTaken:
+        """Run one SMS message's ``work`` in an outbox transaction, then count what it did.
+
+        The SMS transport decides in ``work`` (a part, a repeat, a batch) and
+        writes through the ledger; nothing is counted unless it committed.
+        """
+        taken = await self._outbox.sms_transaction(work)
+        for row in taken.quarantined:
+            self.counters.refused_frames += 1
+            _count(self.counters.quarantined, row.reason)
+        batch, origin = taken.batch, taken.origin
+        if batch is not None and origin is not None:
+            self.fleet.hourly(batch, origin.transport, origin.peer, origin.received_at)
+        return taken
+
+    def place_hours(self, frame: Hourly, origin: Origin) -> list[HourCountRow]:
+        """The hour counts of an HOURLY batch, each hour with its UTC offset."""
+        offsets = self._utc_offsets(frame.terminal_id)
+        received_ms = origin.received_at_ms
+        rows = []
+        for i, counts in enumerate(frame.counts):
+            hour = frame.hour_start + 3600 * i
+            offset = offsets(hour)
+            rows += [
+                HourCountRow(
+                    frame.terminal_id, hour, offset, button, count, frame.batch_seq,
+                    origin.transport, received_ms,
+                )
+                for button, count in enumerate(counts, start=1)
+            ]  # fmt: skip
+        return rows
+
+    def _utc_offsets(self, terminal_id: int) -> UtcOffsets:
+        utc_offset = self._offsets.get(terminal_id)
+        if utc_offset is None:
+            utc_offset = UtcOffsets(self._registry.zone_for(terminal_id))
+            self._offsets[terminal_id] = utc_offset
+        return utc_offset
+
     def place(self, frame: Presses, origin: Origin) -> Placed:
         """The rows of ``frame``, placed in time; nothing is committed or counted yet."""
         received = int(origin.received_at)
         offset = clock_offset(frame, received)
-        utc_offset = self._offsets.get(frame.terminal_id)
-        if utc_offset is None:
-            utc_offset = UtcOffsets(self._registry.zone_for(frame.terminal_id))
-            self._offsets[frame.terminal_id] = utc_offset
+        utc_offset = self._utc_offsets(frame.terminal_id)
         shift = offset or 0
         corrected = offset is not None
         terminal_id, transport, received_ms = (

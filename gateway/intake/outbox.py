@@ -34,6 +34,7 @@ import aiosqlite
 import structlog
 
 from gateway.errors import OutboxBusy, SchemaError
+from gateway.intake.sms_ledger import SmsLedger, insert_rejects
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.sqlitedb import execute_rows
 
@@ -128,10 +129,6 @@ _PENDING_PRESS_JSON = (
     " received_at_ms)),"
     " max(id) FROM (SELECT * FROM press WHERE id > ? ORDER BY id LIMIT ?)"
 )
-_INSERT_REJECT = (
-    "INSERT OR IGNORE INTO rejected (received_at_ms, transport, peer, terminal_id, seq, reason,"
-    " detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _UPSERT_SEQ = (
     "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
     " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
@@ -158,7 +155,7 @@ class _Delete:
 
 @dataclass(slots=True)
 class _Apply:
-    work: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    work: Callable[[SmsLedger], Awaitable[Any]]
     done: asyncio.Future[Any]
 
 
@@ -202,8 +199,11 @@ class Outbox:
         batch_max: int,
         queue_size: int,
         json_rows: bool = False,
+        new_rows: asyncio.Event | None = None,
     ) -> None:
         self._writer = writer
+        self._new_rows = new_rows or asyncio.Event()
+        """Set after each commit that added rows to forward: the forwarder waits on it."""
         self._json = json_rows
         self._reader = reader
         self.gateway_id = gateway_id
@@ -230,6 +230,7 @@ class Outbox:
         batch_max: int = 5000,
         queue_size: int = 10000,
         json_rows: bool | None = None,
+        new_rows: asyncio.Event | None = None,
     ) -> Outbox:
         """Open (or create) the outbox at ``path``.
 
@@ -255,6 +256,7 @@ class Outbox:
             batch_max=batch_max,
             queue_size=queue_size,
             json_rows=json_rows,
+            new_rows=new_rows,
         )
 
     async def close(self) -> None:
@@ -272,8 +274,13 @@ class Outbox:
         await self._jobs.put(_Commit(presses, rejects, done))
         await done
 
-    async def apply(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in a write transaction of its own; return its result once committed.
+    @property
+    def new_rows(self) -> asyncio.Event:
+        """Set once a commit added rows to forward; whoever forwards them clears it."""
+        return self._new_rows
+
+    async def sms_transaction(self, work: Callable[[SmsLedger], Awaitable[T]]) -> T:
+        """Run ``work`` on the SMS ledger in a write transaction of its own; return its result.
 
         The transaction is rolled back if ``work`` raises; a database error
         becomes OutboxBusy, anything else is raised as it is.
@@ -373,18 +380,19 @@ class Outbox:
         db = self._writer
         try:
             await db.execute("BEGIN IMMEDIATE")
-            result = await job.work(db)
+            result = await job.work(SmsLedger(db))
             await db.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             self.busy_errors += 1
             log.error("outbox_commit_failed", error=str(exc), jobs=1)
             await self._rollback()
-            job.done.set_exception(OutboxBusy(f"outbox cannot commit: {exc}"))
+            job.done.set_exception(_busy(exc))
         except Exception as exc:  # the work's own error: nothing of it stays
             await self._rollback()
             job.done.set_exception(exc)
         else:
             self.commits += 1
+            self._new_rows.set()
             job.done.set_result(result)
 
     async def _rollback(self) -> None:
@@ -402,7 +410,7 @@ class Outbox:
             await self._rollback()
             for job in jobs:
                 if not job.done.done():
-                    job.done.set_exception(OutboxBusy(f"outbox cannot commit: {exc}"))
+                    job.done.set_exception(_busy(exc))
             return
         for job in jobs:
             if not job.done.done():
@@ -436,6 +444,8 @@ class Outbox:
         self.commits += 1
         self.committed_presses += inserted
         self.committed_rejects += len(rejects)
+        if inserted or rejects:
+            self._new_rows.set()
 
     async def _delete(self, jobs: Sequence[_Delete]) -> None:
         db = self._writer
@@ -450,27 +460,6 @@ class Outbox:
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
-
-
-async def insert_rejects(db: aiosqlite.Connection, rejects: Sequence[RejectRow]) -> None:
-    """Quarantine rows, inside a transaction the caller holds (see :meth:`Outbox.apply`)."""
-    await db.executemany(
-        _INSERT_REJECT,
-        [
-            (r.received_at_ms, r.transport, r.peer, r.terminal_id, r.seq, r.reason, r.detail,
-             r.raw)
-            for r in rejects
-        ],
-    )  # fmt: skip
-
-
-async def insert_hours(db: aiosqlite.Connection, hours: Sequence[HourCountRow]) -> None:
-    """Hour counts to forward, inside a transaction the caller holds."""
-    await db.executemany(
-        "INSERT INTO hour_count (terminal_id, hour, utc_offset_s, button, count, batch_seq,"
-        " transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        hours,
-    )
 
 
 def _press_row(row: Any) -> PressRow:
@@ -542,3 +531,10 @@ async def _load_state(db: aiosqlite.Connection) -> tuple[str, dict[int, int]]:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _busy(cause: BaseException) -> OutboxBusy:
+    """OutboxBusy for a database error, keeping it as the cause (``__cause__``)."""
+    busy = OutboxBusy(f"outbox cannot commit: {cause}")
+    busy.__cause__ = cause
+    return busy

@@ -26,7 +26,8 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 import uvicorn
@@ -39,34 +40,38 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError
+from gateway.intake.fleet_status import FleetStatus
+from gateway.intake.outbox import Backlog
+from gateway.ops.views import ModemView, Observed, OutboxView
 from gateway.registry.config import parse_listen
 from gateway.stores import CentralStore
 
-if TYPE_CHECKING:
-    from gateway.ops.operations import Operations
+
+class Operations(Protocol):
+    """What the health port reads of the gateway's operations side (gateway.ops.operations)."""
+
+    @property
+    def observed(self) -> Observed: ...
+    @property
+    def modem(self) -> ModemView | None: ...
+    @property
+    def backlog(self) -> Backlog | None: ...
+    @property
+    def store(self) -> StoreProbe: ...
+    @property
+    def fleet(self) -> FleetStatus: ...
+    @property
+    def now(self) -> Callable[[], float]: ...
+    def readiness(self) -> tuple[bool, dict[str, Check]]: ...
+    def ready_now(self) -> bool: ...
+    async def refresh_backlog(self) -> None: ...
+    def loop_lag_s(self) -> float: ...
+    def log_suppressed(self) -> int: ...
+
 
 log = structlog.get_logger("gateway.health")
 
 MIN_FREE_BYTES = 4 * 1024 * 1024  # below this the outbox cannot be trusted to commit
-
-
-class ModemHealth(Protocol):
-    """What the SMS transport exposes for readiness and metrics.
-
-    gateway.modem_status.ModemStatus fits: pass it as ``Operations(gateway, modem=...)``.
-    """
-
-    @property
-    def ready(self) -> bool:
-        """The serial port is open and the modem is initialised and answers."""
-
-    @property
-    def registered(self) -> bool | None:
-        """Registered on the mobile network; None while unknown."""
-
-    @property
-    def signal_dbm(self) -> int | None:
-        """Received signal strength; None while unknown."""
 
 
 @dataclass(slots=True)
@@ -155,20 +160,21 @@ class StoreProbe:
 class OutboxProbe:
     """Writable: no failed commit since the last good one, and room on its file system."""
 
-    def __init__(self, ops: Operations) -> None:
-        self._ops = ops
+    def __init__(self, outbox: OutboxView, data_dir: Path) -> None:
+        self._outbox = outbox
+        self._data_dir = data_dir
         self._commits = 0
         self._busy = 0
         self._failing = False
 
     def check(self) -> Check:
-        outbox = self._ops.gateway.outbox
+        outbox = self._outbox
         if outbox.commits > self._commits:
             self._failing = False
         if outbox.busy_errors > self._busy and outbox.commits == self._commits:
             self._failing = True
         self._commits, self._busy = outbox.commits, outbox.busy_errors
-        data_dir = self._ops.gateway.config.data_dir
+        data_dir = self._data_dir
         detail: dict[str, Any] = {"busy_errors": outbox.busy_errors}
         ok = not self._failing
         if self._failing:
@@ -202,8 +208,8 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ops = self._ops
-        gw = ops.gateway
-        counters = gw.ingest.counters
+        gw = ops.observed
+        counters = gw.counters
         presses = CounterMetricFamily(
             "smiley_presses", "Presses committed to the outbox, by transport", labels=["transport"]
         )
@@ -378,7 +384,7 @@ def health_app(ops: Operations) -> Starlette:
             body["terminals"] = [t for t in body["terminals"] if t["flags"]]
         company = request.query_params.get("company")
         if company is not None:  # one company's own terminals (what the API shows a client)
-            registry = ops.gateway.registry
+            registry = ops.observed.registry
             ours = {
                 t.id
                 for t in registry.terminals.values()

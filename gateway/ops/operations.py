@@ -19,19 +19,17 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from gateway.intake.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
 from gateway.intake.outbox import Backlog
-from gateway.ops.health import Check, HealthServer, ModemHealth, OutboxProbe, StoreProbe, health_app
+from gateway.ops.health import Check, HealthServer, OutboxProbe, StoreProbe, health_app
 from gateway.ops.log_events import configured_limiter, emit_summaries
+from gateway.ops.views import ModemView, Observed
 from gateway.ops.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
 from gateway.registry.config import HealthSection
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = structlog.get_logger("gateway.operations")
 
@@ -41,37 +39,35 @@ HOUSEKEEPING_S = 5.0
 class Operations:
     """The operations side of one running gateway.
 
-    ``modem`` is the hook for the SMS transport: its status object (for example
-    ``gateway.modem_status.ModemStatus``, see :class:`gateway.health.ModemHealth`) adds
-    an ``sms`` readiness check and the ``smiley_modem_signal_dbm`` and
-    ``smiley_modem_registered`` metrics.
+    ``observed.modem``, the SMS transport's status (for example
+    ``gateway.transports.modem_status.ModemStatus``), adds an ``sms`` readiness
+    check and the ``smiley_modem_signal_dbm`` and ``smiley_modem_registered`` metrics.
     """
 
     def __init__(
         self,
-        gateway: Gateway,
+        observed: Observed,
         *,
-        modem: ModemHealth | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.gateway = gateway
-        self.modem = modem
+        self.observed = observed
+        self.modem: ModemView | None = observed.modem
         self.now = clock
-        self.section = gateway.config.health or HealthSection()
+        self.section = observed.health or HealthSection()
         s = self.section
-        self.fleet = gateway.ingest.fleet
+        self.fleet = observed.fleet
         self.fleet.limits = Thresholds(s.silent_after_s, s.low_battery_pct, s.clock_drift_s)
         self._env = os.environ if env is None else env
         self.notifier = Notifier.from_env(self._env) if s.watchdog else Notifier(None)
         self.store = StoreProbe(
-            gateway.store,
+            observed.store,
             budget_s=s.store_outage_budget_s,
             interval_s=max(0.05, s.probe_interval_s),
         )
-        self.outbox = OutboxProbe(self)
+        self.outbox = OutboxProbe(observed.outbox, observed.data_dir)
         self.backlog: Backlog | None = None
-        self.status_path = gateway.config.data_dir / STATUS_FILE
+        self.status_path = observed.data_dir / STATUS_FILE
         self.server: HealthServer | None = None
         self.watchdog: LoopWatchdog | None = None
         self.lag = LoopLagProbe()
@@ -84,7 +80,7 @@ class Operations:
 
     async def start(self) -> None:
         await self._restore_status()
-        self.fleet.known(self.gateway.registry.terminals)
+        self.fleet.known(self.observed.registry.terminals)
         interval = self.notifier.watchdog_interval_s
         if interval is not None:
             self.watchdog = LoopWatchdog(self.notifier, interval_s=interval)
@@ -93,7 +89,7 @@ class Operations:
             self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self.store.run(), "store-probe")
         self._spawn(self._housekeeping(), "housekeeping")
-        if self.gateway.config.health is not None:
+        if self.observed.health is not None:
             server = HealthServer(health_app(self), self.section.listen)
             try:
                 await server.start()
@@ -113,9 +109,8 @@ class Operations:
             await self.server.close()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:  # raises only if close() itself is cancelled; _guard logged any error
+            await asyncio.wait(self._tasks)
         self._tasks.clear()
         await self._save_status()
         if self._limiter is not None:
@@ -134,7 +129,7 @@ class Operations:
     # --- readiness ----------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Check]]:
-        gw = self.gateway
+        gw = self.observed
         checks: dict[str, Check] = {
             "outbox": self.outbox.check(),
             "store": self.store.check(),
@@ -164,7 +159,7 @@ class Operations:
 
     async def refresh_backlog(self) -> None:
         with contextlib.suppress(sqlite3.Error, ValueError):
-            self.backlog = await self.gateway.outbox.backlog()
+            self.backlog = await self.observed.outbox.backlog()
 
     def loop_lag_s(self) -> float:
         return self.watchdog.last_lag_s if self.watchdog is not None else self.lag.last_lag_s

@@ -7,12 +7,14 @@ it still knows its terminals when it starts during a store outage.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
 import structlog
 
+from gateway.backoff import Backoff
 from gateway.errors import RegistryError, StoreError
 from gateway.registry.config import Config
 from gateway.registry.terminals import Registry, load_registry, parse_registry, registry_tables
@@ -64,3 +66,42 @@ def _write_cache(path: Path, registry: Registry) -> None:
         out.flush()
         os.fsync(out.fileno())
     partial.replace(path)  # a reader sees the old copy or the new one, never half
+
+
+class RegistryImport:
+    """Copies a registry file into the central store, retrying while the store is down.
+
+    ``done`` is True once the store holds the registry: at once when there is
+    nothing to import (no terminals, or the registry came from the store).
+    """
+
+    def __init__(self, registry: Registry, store: CentralStore, *, from_store: bool) -> None:
+        self._registry = registry
+        self._store = store
+        self.done = from_store or not registry.terminals
+
+    async def once(self) -> None:
+        """Import now; raise StoreError (logged) if the store cannot take it."""
+        if self.done:
+            return
+        try:
+            summary = await self._store.import_registry(self._registry)
+        except StoreError as exc:
+            log.warning("registry_import_deferred", error=str(exc))
+            raise
+        self.done = True
+        log.info("registry_loaded", terminals=len(self._registry.terminals), **_fields(summary))
+
+    async def run(self, retry_max_s: float) -> None:
+        """Retry :meth:`once` with backoff until it succeeds, then return."""
+        backoff = Backoff(initial=1.0, cap=retry_max_s)
+        while not self.done:
+            try:
+                await self.once()
+            except StoreError:
+                await asyncio.sleep(backoff.next_delay())
+
+
+def _fields(summary: object) -> dict[str, object]:
+    slots = getattr(type(summary), "__slots__", ())
+    return {name: getattr(summary, name) for name in slots}

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import aiosqlite
 import structlog
 
-from gateway.intake.outbox import Outbox, insert_hours, insert_rejects
+from gateway.intake.ingest import Ingest, Origin, SmsTaken
+from gateway.intake.sms_ledger import PartGroup, SmsLedger
+from gateway.privacy import mask_number
 from gateway.registry.terminals import Registry
-from gateway.rows import HourCountRow, RejectRow, iso_utc
-from gateway.timekeeping import UtcOffsets
+from gateway.rows import RejectRow, iso_utc
 from protocols.errors import DecodeError, NotAFrame, SmsDecodeError, SmsPartsError
 from protocols.frames import Hourly
 from protocols.sms_frame import decode_hourly, part_key
@@ -51,19 +51,20 @@ class SmsCounters:
 
 
 class SmsIntake:
+    """The modem's sink: each PDU through :meth:`Ingest.sms`, in one transaction."""
+
     def __init__(
         self,
         registry: Registry,
-        outbox: Outbox,
+        ingest: Ingest,
         *,
         reassembly_timeout_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
-        self._outbox = outbox
+        self._ingest = ingest
         self._timeout_ms = int(reassembly_timeout_s * 1000)
         self._clock = clock
-        self._offsets: dict[int, UtcOffsets] = {}
         self.counters = SmsCounters()
 
     async def take(self, pdu_hex: str, source: str) -> str:
@@ -71,82 +72,77 @@ class SmsIntake:
 
         Raises OutboxBusy when the outbox cannot commit: the message stays on the modem.
         """
-        received_ms = int(self._clock() * 1000)
+        origin = Origin(TRANSPORT, source, self._clock())
         try:
             raw = bytes.fromhex(pdu_hex)
         except ValueError:
             raw = pdu_hex.encode("latin-1", "replace")
-        outcome = await self._outbox.apply(lambda db: self._take_in(db, raw, received_ms, source))
-        log.info("sms_taken", source=source, outcome=outcome)
-        return outcome
+        taken = await self._ingest.sms(lambda ledger: self._take_in(ledger, raw, origin))
+        self._count(taken)
+        log.info("sms_taken", source=source, outcome=taken.outcome)
+        return taken.outcome
 
-    async def _take_in(
-        self, db: aiosqlite.Connection, raw: bytes, received_ms: int, source: str
-    ) -> str:
+    def _count(self, taken: SmsTaken) -> None:
+        """Counted once committed: a rolled-back transaction counts nothing."""
+        c = self.counters
+        c.messages += taken.new_message
+        c.duplicates += taken.duplicate
+        c.parts_waiting += taken.part_waiting
+        for row in taken.quarantined:
+            c.quarantined[row.reason] = c.quarantined.get(row.reason, 0) + 1
+            _log_quarantined(row)
+        if taken.batch is not None:
+            c.batches += 1
+            c.hours += taken.batch.n_hours
+
+    async def _take_in(self, ledger: SmsLedger, raw: bytes, origin: Origin) -> SmsTaken:
         digest = _digest(raw)
-        async with db.execute("SELECT 1 FROM sms_seen WHERE digest = ?", (digest,)) as cursor:
-            if await cursor.fetchone() is not None:
-                self.counters.duplicates += 1
-                return "duplicate"
-        await db.execute("INSERT INTO sms_seen VALUES (?, ?)", (digest, received_ms))
-        self.counters.messages += 1
+        if await ledger.seen(digest):
+            return SmsTaken("duplicate", new_message=False, duplicate=True)
+        await ledger.remember(digest, origin.received_at_ms)
         try:
             sms = decode_pdu(raw)
         except SmsDecodeError as exc:
-            return await self._reject(db, received_ms, source, "SMS_BAD_PDU", exc.reason, raw)
+            reject = _reject(origin, origin.peer, "SMS_BAD_PDU", exc.reason, raw)
+            return await _quarantined(ledger, reject)
         if isinstance(sms, StatusReport):
             detail = f"status {sms.status}"
-            return await self._reject(
-                db, received_ms, sms.recipient, "SMS_STATUS_REPORT", detail, raw
-            )
+            reject = _reject(origin, sms.recipient, "SMS_STATUS_REPORT", detail, raw)
+            return await _quarantined(ledger, reject)
         key = part_key(sms)
         if key is None or key.total == 1:
-            return await self._evaluate(db, [sms], raw, received_ms)
-        return await self._part(db, sms, raw, received_ms)
+            return await self._evaluate(ledger, [sms], raw, origin)
+        return await self._part(ledger, sms, raw, origin)
 
     async def _part(
-        self, db: aiosqlite.Connection, sms: SmsDeliver, raw: bytes, received_ms: int
-    ) -> str:
+        self, ledger: SmsLedger, sms: SmsDeliver, raw: bytes, origin: Origin
+    ) -> SmsTaken:
         key = part_key(sms)
         assert key is not None
         assert sms.concat is not None
-        where = (key.sender, key.reference, key.reference_bits, key.total)
-        async with db.execute(
-            "SELECT part, pdu FROM sms_part WHERE sender = ? AND reference = ?"
-            " AND reference_bits = ? AND total = ? ORDER BY part",
-            where,
-        ) as cursor:
-            held = {part: bytes(pdu) for part, pdu in await cursor.fetchall()}
+        group = PartGroup(key.sender, key.reference, key.reference_bits, key.total)
+        held = await ledger.held_parts(group)
         same = held.get(sms.concat.index)
         if same is not None:
             before = decode_pdu(same)
             assert isinstance(before, SmsDeliver)
             if (before.alphabet, before.user_data) == (sms.alphabet, sms.user_data):
-                self.counters.duplicates += 1
-                return "duplicate part"
+                return SmsTaken("duplicate part", duplicate=True)
             detail = f"part {sms.concat.index} of {key.total} arrived twice, different"
-            reason = "SMS_PARTS_INCONSISTENT"
-            return await self._reject(db, received_ms, sms.sender, reason, detail, raw)
-        await db.execute(
-            "INSERT INTO sms_part VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (*where, sms.concat.index, raw, received_ms),
-        )
+            reject = _reject(origin, sms.sender, "SMS_PARTS_INCONSISTENT", detail, raw)
+            return await _quarantined(ledger, reject)
+        await ledger.hold_part(group, sms.concat.index, raw, origin.received_at_ms)
         held[sms.concat.index] = raw
         if len(held) < key.total:
-            self.counters.parts_waiting += 1
-            return f"part {sms.concat.index} of {key.total}"
-        await db.execute(
-            "DELETE FROM sms_part WHERE sender = ? AND reference = ? AND reference_bits = ?"
-            " AND total = ?",
-            where,
-        )
+            return SmsTaken(f"part {sms.concat.index} of {key.total}", part_waiting=True)
+        await ledger.release_parts(group)
         parts = [decode_pdu(pdu) for pdu in held.values()]
         delivered = [p for p in parts if isinstance(p, SmsDeliver)]
-        return await self._evaluate(db, delivered, b"".join(held.values()), received_ms)
+        return await self._evaluate(ledger, delivered, b"".join(held.values()), origin)
 
     async def _evaluate(
-        self, db: aiosqlite.Connection, parts: Sequence[SmsDeliver], raw: bytes, received_ms: int
-    ) -> str:
+        self, ledger: SmsLedger, parts: Sequence[SmsDeliver], raw: bytes, origin: Origin
+    ) -> SmsTaken:
         sender = parts[0].sender
         try:
             frame = decode_hourly(parts, self._registry.key_for)
@@ -154,129 +150,100 @@ class SmsIntake:
             sent = exc.sent_at.isoformat()
             text = exc.text if exc.text is not None else exc.data.hex()
             detail = f"from {sender} sent {sent}: {text}"
-            return await self._reject(db, received_ms, sender, "SMS_NOT_A_FRAME", detail, raw)
+            return await _quarantined(
+                ledger, _reject(origin, sender, "SMS_NOT_A_FRAME", detail, raw)
+            )
         except SmsPartsError as exc:
             reason = "SMS_PARTS_INCONSISTENT"
-            return await self._reject(db, received_ms, sender, reason, exc.reason, raw)
+            return await _quarantined(ledger, _reject(origin, sender, reason, exc.reason, raw))
         except DecodeError as exc:
-            return await self._reject(
-                db, received_ms, sender, exc.name, exc.reason, exc.raw or raw,
-                terminal_id=exc.terminal_id,
-            )  # fmt: skip
-        return await self._batch(db, frame, sender, raw, received_ms)
+            reject = _reject(
+                origin, sender, exc.name, exc.reason, exc.raw or raw, terminal_id=exc.terminal_id
+            )
+            return await _quarantined(ledger, reject)
+        return await self._batch(ledger, frame, sender, raw, origin)
 
     async def _batch(
-        self, db: aiosqlite.Connection, frame: Hourly, sender: str, raw: bytes, received_ms: int
-    ) -> str:
+        self, ledger: SmsLedger, frame: Hourly, sender: str, raw: bytes, origin: Origin
+    ) -> SmsTaken:
         terminal = self._registry.terminals.get(frame.terminal_id)
         if terminal is not None and terminal.phone and terminal.phone != sender:
             log.warning(
                 "sms_sender_differs",
                 terminal_id=frame.terminal_id,
-                sender=sender,
-                registered=terminal.phone,
+                sender=mask_number(sender),
+                registered=mask_number(terminal.phone),
                 action="update the registry if the terminal's SIM changed",
             )
         identity = hashlib.sha256(repr((frame.hour_start, frame.counts)).encode()).digest()
-        async with db.execute(
-            "SELECT digest FROM sms_batch WHERE terminal_id = ? AND batch_seq = ?",
-            (frame.terminal_id, frame.batch_seq),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is not None:
-            if bytes(row[0]) == identity:
-                self.counters.duplicates += 1
-                return "duplicate batch"
+        taken_before = await ledger.batch_identity(frame.terminal_id, frame.batch_seq)
+        if taken_before is not None:
+            if taken_before == identity:
+                return SmsTaken("duplicate batch", duplicate=True)
             detail = f"batch_seq {frame.batch_seq} was taken before with other counts"
-            return await self._reject(
-                db, received_ms, sender, "BATCH_SEQ_CONFLICT", detail, raw,
+            reject = _reject(
+                origin, sender, "BATCH_SEQ_CONFLICT", detail, raw,
                 terminal_id=frame.terminal_id, seq=frame.batch_seq,
             )  # fmt: skip
-        await db.execute(
-            "INSERT INTO sms_batch VALUES (?, ?, ?, ?)",
-            (frame.terminal_id, frame.batch_seq, identity, received_ms),
+            return await _quarantined(ledger, reject)
+        await ledger.record_batch(
+            frame.terminal_id, frame.batch_seq, identity, origin.received_at_ms
         )
-        rows = self._hour_rows(frame, received_ms)
-        await insert_hours(db, rows)
-        self.counters.batches += 1
-        self.counters.hours += frame.n_hours
-        return f"batch {frame.batch_seq} of terminal {frame.terminal_id}: {frame.n_hours} hours"
-
-    def _hour_rows(self, frame: Hourly, received_ms: int) -> list[HourCountRow]:
-        offsets = self._offsets.get(frame.terminal_id)
-        if offsets is None:
-            offsets = UtcOffsets(self._registry.zone_for(frame.terminal_id))
-            self._offsets[frame.terminal_id] = offsets
-        rows = []
-        for i, counts in enumerate(frame.counts):
-            hour = frame.hour_start + 3600 * i
-            offset = offsets(hour)
-            rows += [
-                HourCountRow(
-                    frame.terminal_id,
-                    hour,
-                    offset,
-                    button,
-                    count,
-                    frame.batch_seq,
-                    TRANSPORT,
-                    received_ms,
-                )
-                for button, count in enumerate(counts, start=1)
-            ]
-        return rows
-
-    async def _reject(  # noqa: PLR0917
-        self,
-        db: aiosqlite.Connection,
-        received_ms: int,
-        peer: str,
-        reason: str,
-        detail: str,
-        raw: bytes,
-        *,
-        terminal_id: int | None = None,
-        seq: int | None = None,
-    ) -> str:
-        row = RejectRow(received_ms, TRANSPORT, peer, terminal_id, seq, reason, detail, raw)
-        await insert_rejects(db, [row])
-        self.counters.quarantined[reason] = self.counters.quarantined.get(reason, 0) + 1
-        log.warning("sms_quarantined", reason=reason, peer=peer, terminal_id=terminal_id,
-                    detail=detail[:200], action="see the quarantine export")  # fmt: skip
-        return f"quarantined: {reason}"
+        await ledger.add_hours(self._ingest.place_hours(frame, origin))
+        outcome = f"batch {frame.batch_seq} of terminal {frame.terminal_id}: {frame.n_hours} hours"
+        return SmsTaken(outcome, batch=frame, origin=Origin(TRANSPORT, sender, origin.received_at))
 
     async def expire(self) -> int:
         """Quarantine parts waiting longer than the reassembly timeout; forget old digests."""
-        now_ms = int(self._clock() * 1000)
-        return await self._outbox.apply(lambda db: self._expire_in(db, now_ms))
+        origin = Origin(TRANSPORT, "", self._clock())
+        taken = await self._ingest.sms(lambda ledger: self._expire_in(ledger, origin))
+        self._count(taken)
+        return len(taken.quarantined)
 
-    async def _expire_in(self, db: aiosqlite.Connection, now_ms: int) -> int:
-        async with db.execute(
-            "SELECT sender, reference, reference_bits, total, group_concat(part),"
-            " min(received_at_ms) FROM sms_part GROUP BY 1, 2, 3, 4 HAVING min(received_at_ms) < ?",
-            (now_ms - self._timeout_ms,),
-        ) as cursor:
-            stale = list(await cursor.fetchall())
-        for sender, reference, bits, total, present, first_ms in stale:
-            where = (sender, reference, bits, total)
-            async with db.execute(
-                "SELECT pdu FROM sms_part WHERE sender = ? AND reference = ? AND"
-                " reference_bits = ? AND total = ? ORDER BY part",
-                where,
-            ) as cursor:
-                raw = b"".join(bytes(r[0]) for r in await cursor.fetchall())
+    async def _expire_in(self, ledger: SmsLedger, origin: Origin) -> SmsTaken:
+        now_ms = origin.received_at_ms
+        rejects = []
+        for stale in await ledger.stale_groups(now_ms - self._timeout_ms):
+            g = stale.group
             detail = (
-                f"parts {present} of {total} (reference {reference}) from {sender};"
-                f" the first arrived {iso_utc(first_ms / 1000)}, the rest never did"
+                f"parts {stale.present} of {g.total} (reference {g.reference}) from {g.sender};"
+                f" the first arrived {iso_utc(stale.first_received_ms / 1000)}, the rest never did"
             )
-            await self._reject(db, now_ms, sender, "SMS_INCOMPLETE", detail, raw)
-            await db.execute(
-                "DELETE FROM sms_part WHERE sender = ? AND reference = ? AND reference_bits = ?"
-                " AND total = ?",
-                where,
-            )
-        await db.execute("DELETE FROM sms_seen WHERE received_at_ms < ?", (now_ms - _SEEN_KEEP_MS,))
-        return len(stale)
+            rejects.append(_reject(origin, g.sender, "SMS_INCOMPLETE", detail, stale.raw))
+            await ledger.release_parts(g)
+        await ledger.quarantine(rejects)
+        await ledger.forget_seen_before(now_ms - _SEEN_KEEP_MS)
+        return SmsTaken("expired", new_message=False, quarantined=tuple(rejects))
+
+
+async def _quarantined(ledger: SmsLedger, reject: RejectRow) -> SmsTaken:
+    await ledger.quarantine([reject])
+    return SmsTaken(f"quarantined: {reject.reason}", quarantined=(reject,))
+
+
+def _reject(
+    origin: Origin,
+    peer: str,
+    reason: str,
+    detail: str,
+    raw: bytes,
+    *,
+    terminal_id: int | None = None,
+    seq: int | None = None,
+) -> RejectRow:
+    return RejectRow(origin.received_at_ms, TRANSPORT, peer, terminal_id, seq, reason, detail, raw)
+
+
+def _log_quarantined(row: RejectRow) -> None:
+    masked = mask_number(row.peer)
+    log.warning(
+        "sms_quarantined",
+        reason=row.reason,
+        peer=masked,
+        terminal_id=row.terminal_id,
+        detail=row.detail.replace(row.peer, masked)[:200] if row.peer else row.detail[:200],
+        action="see the quarantine export",
+    )
 
 
 def _digest(raw: bytes) -> bytes:
