@@ -448,5 +448,4 @@ class HealthServer:
             await asyncio.wait_for(self._task, 10)
         except TimeoutError:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task})  # raises only if close() itself is cancelled

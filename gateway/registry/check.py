@@ -30,24 +30,24 @@ import aiomqtt
 
 from gateway.errors import ConfigError, RegistryError
 from gateway.registry.config import (
-    _SECTIONS,
+    SECTIONS,
     Config,
     MqttSection,
-    _coerce,
-    _env_overrides,
-    _validate,
+    coerce_value,
+    env_overrides,
     parse_listen,
+    validate_config,
 )
 from gateway.registry.terminals import (
     Company,
     Location,
     Survey,
     Terminal,
-    _company,
-    _location,
-    _survey,
+    parse_company,
+    parse_location,
+    parse_survey,
+    parse_terminal,
 )
-from gateway.registry.terminals import _terminal as _parse_terminal
 
 REACH_TIMEOUT_S = 5.0
 _REGISTRY_KINDS = ("company", "location", "survey", "terminal")
@@ -122,20 +122,18 @@ def _check_config(
             return None
     problems = result.problems
     for name in raw:
-        if name not in _SECTIONS:
+        if name not in SECTIONS:
             problems.append(
-                Problem(
-                    source, f"[{name}]", f"unknown section; expected one of {sorted(_SECTIONS)}"
-                )
+                Problem(source, f"[{name}]", f"unknown section; expected one of {sorted(SECTIONS)}")
             )
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         table = raw.get(name)
         if table is not None and not isinstance(table, dict):
             problems.append(Problem(source, f"[{name}]", "must be a table"))
             table = None
-        overrides = _env_overrides(name, cls, env)
+        overrides = env_overrides(name, cls, env)
         if table is None and not overrides and name not in ("gateway", "store"):
             sections[name] = None
             continue
@@ -149,7 +147,7 @@ def _check_config(
         return None
     config = Config(**sections, base_dir=base_dir)
     try:
-        _validate(config)
+        validate_config(config)
     except ConfigError as exc:  # a rule across sections
         problems.append(Problem(source, exc.key, exc.problem))
     _check_health_values(config, source, problems)
@@ -174,7 +172,7 @@ def _coerced(
             problems.append(Problem(source, where, f"unknown key; expected one of {known}"))
             continue
         try:
-            good[key] = _coerce(f"{section}.{key}", hints[key], value)
+            good[key] = coerce_value(f"{section}.{key}", hints[key], value)
         except ConfigError as exc:
             problems.append(Problem(source, where, exc.problem))
     return good
@@ -199,7 +197,7 @@ def _validated_section(
         section = cls(**values)
         alone = Config(**{name: section}, base_dir=base_dir)
         try:
-            _validate(alone)
+            validate_config(alone)
         except ConfigError as exc:
             problems.append(Problem(source, exc.key, exc.problem))
             field_name = exc.key.partition(".")[2]
@@ -270,8 +268,8 @@ def check_registry(path: Path, problems: list[Problem]) -> int:
             problems.append(
                 Problem(source, f"[[{name}]]", f"unknown table; expected {list(_REGISTRY_KINDS)}")
             )
-    parsers = {"company": _company, "location": _location, "survey": _survey,
-               "terminal": _parse_terminal}  # fmt: skip
+    parsers = {"company": parse_company, "location": parse_location, "survey": parse_survey,
+               "terminal": parse_terminal}  # fmt: skip
     entries: dict[str, dict[Any, Any]] = {kind: {} for kind in _REGISTRY_KINDS}
     for kind in _REGISTRY_KINDS:
         tables = data.get(kind, [])

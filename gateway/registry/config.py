@@ -141,7 +141,7 @@ class Config:
         return url
 
 
-_SECTIONS: dict[str, type[Any]] = {
+SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySection,
     "tcp": TcpSection,
     "mqtt": MqttSection,
@@ -167,25 +167,25 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
     for name in raw:
-        if name not in _SECTIONS:
-            raise ConfigError(name, f"unknown section; expected one of {sorted(_SECTIONS)}")
+        if name not in SECTIONS:
+            raise ConfigError(name, f"unknown section; expected one of {sorted(SECTIONS)}")
     sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         values = raw.get(name)
         if values is not None and not isinstance(values, dict):
             raise ConfigError(name, "must be a table")
-        overrides = _env_overrides(name, cls, env)
+        overrides = env_overrides(name, cls, env)
         if values is None and not overrides and name not in _ALWAYS_ON:
             sections[name] = None
             continue
         sections[name] = _build_section(name, cls, {**(values or {}), **overrides})
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     config = Config(**sections, base_dir=base_dir)
-    _validate(config)
+    validate_config(config)
     return config
 
 
-def _env_overrides(section: str, cls: type[Any], env: Mapping[str, str]) -> dict[str, str]:
+def env_overrides(section: str, cls: type[Any], env: Mapping[str, str]) -> dict[str, str]:
     found = {}
     for f in dataclasses.fields(cls):
         var = f"{ENV_PREFIX}{section}_{f.name}".upper()
@@ -201,11 +201,11 @@ def _build_section(section: str, cls: type[Any], values: dict[str, Any]) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{section}.{key}", f"unknown key; expected one of {sorted(known)}")
-        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+        kwargs[key] = coerce_value(f"{section}.{key}", hints[key], value)
     return cls(**kwargs)
 
 
-def _coerce(key: str, hint: Any, value: Any) -> Any:
+def coerce_value(key: str, hint: Any, value: Any) -> Any:
     optional = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
     if optional:
         hint = next(a for a in get_args(hint) if a is not type(None))
@@ -248,7 +248,7 @@ def parse_listen(key: str, listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _validate(config: Config) -> None:
+def validate_config(config: Config) -> None:
     g = config.gateway
     if g.outbox_max_mb <= 0:
         raise ConfigError("gateway.outbox_max_mb", "must be positive")

@@ -144,10 +144,10 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
     unknown = set(data) - {"company", "location", "survey", "terminal"}
     if unknown:
         raise RegistryError(f"unknown table(s) {sorted(unknown)}")
-    companies = _unique("company", [_company(t) for t in _tables(data, "company")])
-    locations = _unique("location", [_location(t) for t in _tables(data, "location")])
-    surveys = _unique("survey", [_survey(t) for t in _tables(data, "survey")])
-    terminals = _unique("terminal", [_terminal(t) for t in _tables(data, "terminal")])
+    companies = _unique("company", [parse_company(t) for t in _tables(data, "company")])
+    locations = _unique("location", [parse_location(t) for t in _tables(data, "location")])
+    surveys = _unique("survey", [parse_survey(t) for t in _tables(data, "survey")])
+    terminals = _unique("terminal", [parse_terminal(t) for t in _tables(data, "terminal")])
     _check_references(companies, locations, surveys, terminals)
     return Registry(companies, locations, surveys, terminals)
 
@@ -181,12 +181,12 @@ class _Fields:
         return value
 
 
-def _company(table: dict[str, Any]) -> Company:
+def parse_company(table: dict[str, Any]) -> Company:
     f = _Fields("company", table, {"id", "name"})
     return Company(f.get("id", str), f.get("name", str))
 
 
-def _location(table: dict[str, Any]) -> Location:
+def parse_location(table: dict[str, Any]) -> Location:
     f = _Fields("location", table, {"id", "company", "name", "parent", "timezone"})
     location = Location(
         f.get("id", int),
@@ -203,7 +203,7 @@ def _location(table: dict[str, Any]) -> Location:
     return location
 
 
-def _survey(table: dict[str, Any]) -> Survey:
+def parse_survey(table: dict[str, Any]) -> Survey:
     f = _Fields(
         "survey", table, {"id", "company", "question", "locale", "scale", "misuse_interval_s"}
     )
@@ -222,7 +222,7 @@ def _survey(table: dict[str, Any]) -> Survey:
     return survey
 
 
-def _terminal(table: dict[str, Any]) -> Terminal:
+def parse_terminal(table: dict[str, Any]) -> Terminal:
     f = _Fields("terminal", table, {"id", "key", "location", "survey", "name", "phone"})
     terminal_id = f.get("id", int)
     if not 0 <= terminal_id <= 0xFFFFFFFF:

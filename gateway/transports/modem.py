@@ -121,8 +121,7 @@ class Modem:
                         await asyncio.sleep(backoff.next_delay())
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await asyncio.wait({reader})  # raises only if this task is cancelled itself
 
     async def _work(self) -> None:
         """Take messages until a reset, a dead modem or a lost port interrupts."""
