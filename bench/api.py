@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/api.py [--presses 10000000] [--terminals 500] [--surveys 4]
+    .venv/bin/python -m bench.api [--presses 10000000] [--terminals 500] [--surveys 4]
                                   [--stores sqlite,postgres] [--requests 200]
                                   [--concurrency 4] [--sqlite-rollup] [--json OUT] [--keep]
 
@@ -17,7 +17,7 @@ clients at once (after a warm-up):
 2. ``GET /v2/results/button-feedbacks.json?surveyId=1&period=2025-06&limit=10000``,
    its offset moving through the month.
 
-PostgreSQL runs on a private cluster (tests/pg.py), never the shared server.
+PostgreSQL runs on a private cluster (firmware_sim.harness), never the shared server.
 Where the store does not have ``press.misuse`` or ``hourly`` yet, the bench
 adds them (all presses counted, no hour counts). The SQLite store keeps its
 per-survey rollup (``press_hourly_survey``) itself, through triggers, also
@@ -46,15 +46,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from firmware_sim.harness import ClusterUnavailable, PrivateCluster, free_port
 from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
 from gateway.registry.terminals import Company, Location, Registry, Survey, Terminal
 from gateway.stores import open_store
 from gateway.stores.postgres import ensure_partitions
-from tests.pg import ClusterUnavailable, PrivateCluster
-from tests.support import free_port
 
 TARGET_RESULTS_P95_MS = 100.0
 TARGET_PAGE_P95_MS = 500.0

@@ -2,11 +2,11 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/postgres.py [--rows 200000] [--batch 2000]
+    .venv/bin/python -m bench.postgres [--rows 200000] [--batch 2000]
                                        [--presses 10000000] [--terminals 500] [--surveys 1]
                                        [--queries 100] [--drain-only] [--json OUT]
 
-Everything runs on a private PostgreSQL cluster (tests/pg.py: initdb in a temp
+Everything runs on a private PostgreSQL cluster (firmware_sim.harness: initdb in a temp
 dir, a free port, fsync off); the shared server on 5432 is never touched.
 
 1. drain: ``--rows`` PressRows, as a gateway's outbox holds them after an
@@ -42,12 +42,11 @@ from typing import Any
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.errors import BenchError
+from firmware_sim.harness import ClusterUnavailable, PrivateCluster
 from gateway.registry.config import StoreSection
 from gateway.rows import PressRow
 from gateway.stores.postgres import PostgresStore, ensure_partitions
-from tests.pg import ClusterUnavailable, PrivateCluster
 
 TARGET_DRAIN_RATIO = 0.60
 TARGET_QUERY_P95_MS = 100.0
@@ -82,10 +81,6 @@ ORDER BY hour, utc_offset_s, button
 """
 
 
-class BenchError(Exception):
-    """The benchmark could not run or found inconsistent data."""
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
     rows: int
@@ -101,7 +96,7 @@ class Options:
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
-        prog="bench/postgres.py", description="PostgreSQL central store benchmark."
+        prog="python -m bench.postgres", description="PostgreSQL central store benchmark."
     )
     parser.add_argument("--rows", type=int, default=200_000, help="backlog rows to drain")
     parser.add_argument(

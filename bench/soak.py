@@ -2,9 +2,9 @@
 
 ::
 
-    .venv/bin/python bench/soak.py                   # 60 minutes, TCP and MQTT
-    .venv/bin/python bench/soak.py --minutes 5       # a short check that it all works
-    .venv/bin/python bench/soak.py --json soak.json  # also write every number as JSON
+    .venv/bin/python -m bench.soak                   # 60 minutes, TCP and MQTT
+    .venv/bin/python -m bench.soak --minutes 5       # a short check that it all works
+    .venv/bin/python -m bench.soak --json soak.json  # also write every number as JSON
 
 The gateway (``.venv/bin/smiley-gateway run``, a separate process, with a
 ``[health]`` port) takes a steady load from firmware_sim terminals over TCP and
@@ -44,10 +44,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from firmware_sim import (  # noqa: E402
+from firmware_sim import (
     Fleet,
     FleetOptions,
     LinkOptions,
@@ -58,9 +55,8 @@ from firmware_sim import (  # noqa: E402
     Steady,
     load_registry,
 )
-from firmware_sim.sms_terminal import SmsFleetOptions  # noqa: E402
-from tests.brokers import PrivateMosquitto  # noqa: E402
-from tests.support import GatewayProcess, free_port, write_config  # noqa: E402
+from firmware_sim.harness import GatewayProcess, PrivateMosquitto, free_port, write_config
+from firmware_sim.sms_terminal import SmsFleetOptions
 
 GROWTH_TARGET_PCT = 2.0
 
