@@ -279,7 +279,7 @@ async def test_status_command_live_and_saved(tmp_path: Path) -> None:
 async def test_modem_hook_adds_a_readiness_check_and_metrics(harness: GatewayHarness) -> None:
     from prometheus_client import generate_latest  # noqa: PLC0415
 
-    from gateway.ops.health import metrics_registry  # noqa: PLC0415
+    from gateway.ops.metrics import metrics_registry  # noqa: PLC0415
     from gateway.ops.operations import Operations  # noqa: PLC0415
 
     @dataclass

@@ -52,6 +52,15 @@ EVENTS: dict[str, tuple[str, str]] = {
         "see reason: BAD_TAG or UNKNOWN_TERMINAL mean a wrong key or a terminal missing from"
         " the registry; BAD_CRC or MALFORMED a bad link or firmware; check the terminal",
     ),
+    "part_failed": (
+        "gateway",
+        "a part of the gateway failed and it is shutting down (see part and error);"
+        " the service manager restarts it; report the error if it repeats",
+    ),
+    "part_stopped_with_error": (
+        "gateway",
+        "a part ended with an error while the gateway shut down (see part); report it",
+    ),
     "forward_failed": (
         "store",
         "check store.url, the network and the database; presses wait in the outbox meanwhile",

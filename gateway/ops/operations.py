@@ -25,8 +25,9 @@ import structlog
 
 from gateway.intake.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
 from gateway.intake.outbox import Backlog
-from gateway.ops.health import Check, HealthServer, OutboxProbe, StoreProbe, health_app
+from gateway.ops.health import HealthServer, health_app
 from gateway.ops.log_events import configured_limiter, emit_summaries
+from gateway.ops.probes import Check, OutboxProbe, StoreProbe
 from gateway.ops.views import ModemView, Observed
 from gateway.ops.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
 from gateway.registry.config import HealthSection
