@@ -12,68 +12,26 @@ file and the key or registry entry, and says what is wrong.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import errno
 import os
 import socket
-import ssl
 import tomllib
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import urlsplit, urlunsplit
 
-import aiomqtt
-
-from gateway.errors import ConfigError, RegistryError
+from gateway.errors import ConfigError
+from gateway.registry.check_registry import check_registry
 from gateway.registry.config import (
     SECTIONS,
     Config,
-    MqttSection,
     coerce_value,
     env_overrides,
     parse_listen,
     validate_config,
 )
-from gateway.registry.terminals import (
-    Company,
-    Location,
-    Survey,
-    Terminal,
-    parse_company,
-    parse_location,
-    parse_survey,
-    parse_terminal,
-)
-
-REACH_TIMEOUT_S = 5.0
-_REGISTRY_KINDS = ("company", "location", "survey", "terminal")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong: in which file, which key or entry, and what."""
-
-    source: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.key}: {self.message}"
-
-
-@dataclass(slots=True)
-class CheckResult:
-    problems: list[Problem] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    config: Config | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+from gateway.registry.problems import CheckResult, Problem
+from gateway.registry.reach import check_reachable
 
 
 async def check(
@@ -97,7 +55,7 @@ async def check(
         result.notes.append("no gateway.registry: the registry is read from the central store")
     _check_listen_addresses(config, source, result.problems)
     if reach:
-        await _check_reachable(config, source, result)
+        await check_reachable(config, source, result)
     return result
 
 
@@ -247,202 +205,3 @@ def _check_listen_addresses(config: Config, source: str, problems: list[Problem]
                     )
                 else:
                     problems.append(Problem(source, key, f"cannot listen on {host}: {exc}"))
-
-
-# --- the registry -----------------------------------------------------------------------
-
-
-def check_registry(path: Path, problems: list[Problem]) -> int:
-    """Append every problem of the registry file; return how many terminals it defines."""
-    source = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(source, "file", f"cannot read: {exc}"))
-        return 0
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(Problem(source, "file", f"not valid TOML: {exc}"))
-        return 0
-    for name in data:
-        if name not in _REGISTRY_KINDS:
-            problems.append(
-                Problem(source, f"[[{name}]]", f"unknown table; expected {list(_REGISTRY_KINDS)}")
-            )
-    parsers = {"company": parse_company, "location": parse_location, "survey": parse_survey,
-               "terminal": parse_terminal}  # fmt: skip
-    entries: dict[str, dict[Any, Any]] = {kind: {} for kind in _REGISTRY_KINDS}
-    for kind in _REGISTRY_KINDS:
-        tables = data.get(kind, [])
-        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            problems.append(Problem(source, kind, f"must be an array of tables ([[{kind}]])"))
-            continue
-        ids = Counter(t.get("id") for t in tables)
-        for index, table in enumerate(tables, 1):
-            where = f"{kind} {table.get('id', f'#{index} (no id)')!r}"
-            if table.get("id") is not None and ids[table.get("id")] > 1:
-                if table["id"] not in entries[kind]:
-                    problems.append(
-                        Problem(source, where, f"duplicate {kind} id ({ids[table['id']]} entries)")
-                    )
-                    entries[kind][table["id"]] = None  # one line per duplicated id
-                continue
-            try:
-                entries[kind][table.get("id")] = parsers[kind](table)
-            except RegistryError as exc:
-                problems.append(Problem(source, where, _without_where(str(exc))))
-    _check_references(entries, source, problems)
-    return sum(1 for t in entries["terminal"].values() if t is not None)
-
-
-def _without_where(message: str) -> str:
-    """``terminal 5: key ...`` -> ``key ...`` (the entry is named already)."""
-    head, sep, rest = message.partition(": ")
-    return rest if sep and head.split(" ")[0] in _REGISTRY_KINDS else message
-
-
-def _check_references(
-    entries: dict[str, dict[Any, Any]], source: str, problems: list[Problem]
-) -> None:
-    companies: dict[str, Company] = entries["company"]
-    locations: dict[int, Location] = entries["location"]
-    surveys: dict[int, Survey] = entries["survey"]
-    terminals: dict[int, Terminal] = entries["terminal"]
-    for loc in locations.values():
-        if loc is None:
-            continue
-        where = f"location {loc.id}"
-        if loc.company not in companies:
-            problems.append(Problem(source, where, f"company {loc.company!r} does not exist"))
-        if loc.parent is not None and loc.parent not in locations:
-            problems.append(Problem(source, where, f"parent {loc.parent} does not exist"))
-    for survey in surveys.values():
-        if survey is not None and survey.company not in companies:
-            problems.append(
-                Problem(source, f"survey {survey.id}", f"company {survey.company!r} does not exist")
-            )
-    keys = Counter(t.key for t in terminals.values() if t is not None)
-    for t in terminals.values():
-        if t is None:
-            continue
-        where = f"terminal {t.id}"
-        point = locations.get(t.location)
-        if t.location not in locations:
-            problems.append(Problem(source, where, f"location {t.location} does not exist"))
-        elif point is not None and not point.is_experience_point:
-            problems.append(
-                Problem(source, where, f"location {t.location} is a group (it has no timezone)")
-            )
-        if t.survey not in surveys:
-            problems.append(Problem(source, where, f"survey {t.survey} does not exist"))
-        if keys[t.key] > 1:
-            problems.append(Problem(source, where, "key is shared with another terminal"))
-
-
-# --- what the gateway must reach ---------------------------------------------------------
-
-
-async def _check_reachable(config: Config, source: str, result: CheckResult) -> None:
-    problems = result.problems
-    data_dir = config.data_dir
-    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
-    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-        problems.append(Problem(source, "gateway.data_dir", f"{data_dir} is not writable"))
-    try:
-        await asyncio.wait_for(_reach_store(config), REACH_TIMEOUT_S)
-        result.notes.append(f"store {_redacted(config.store.url)}: reachable")
-    except (OSError, TimeoutError, ValueError, ImportError) as exc:
-        problems.append(Problem(source, "store.url", _unreachable(config.store.url, exc)))
-    except Exception as exc:  # asyncpg's own errors too: any failure is the finding
-        problems.append(Problem(source, "store.url", _unreachable(config.store.url, exc)))
-    if config.mqtt is not None:
-        try:
-            await asyncio.wait_for(_reach_broker(config, config.mqtt), REACH_TIMEOUT_S)
-            result.notes.append(f"broker {config.mqtt.url}: reachable")
-        except (aiomqtt.MqttError, OSError, TimeoutError, ssl.SSLError) as exc:
-            problems.append(Problem(source, "mqtt.url", _unreachable(config.mqtt.url, exc)))
-    if config.sms is not None:
-        problem = await _reach_serial(config.sms.port)
-        if problem is not None:
-            problems.append(Problem(source, "sms.port", problem))
-
-
-def _unreachable(url: str, exc: BaseException) -> str:
-    return f"cannot reach {_redacted(url)}: {str(exc) or type(exc).__name__}"
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def _reach_store(config: Config) -> None:
-    url = config.store_url()
-    if url.startswith("sqlite:///"):
-        _check_sqlite_path(Path(url[len("sqlite://") :]))
-        return
-    import asyncpg  # noqa: PLC0415 - only for a PostgreSQL store
-
-    conn = await asyncpg.connect(url, timeout=REACH_TIMEOUT_S)
-    try:
-        await conn.fetchval("SELECT 1")
-    finally:
-        await conn.close()
-
-
-def _check_sqlite_path(path: Path) -> None:
-    directory = next((p for p in (path.parent, *path.parents) if p.exists()), None)
-    if directory is None or not os.access(directory, os.W_OK | os.X_OK):
-        raise OSError(f"{path.parent} is not writable")
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise OSError(f"{path} is not readable and writable")
-
-
-async def _reach_broker(config: Config, m: MqttSection) -> None:
-    host, port = m.host_port()
-    tls = None
-    if m.tls:
-        tls = ssl.create_default_context(cafile=str(config.path(m.ca_file)) if m.ca_file else None)
-        if m.cert_file is not None and m.key_file is not None:
-            tls.load_cert_chain(config.path(m.cert_file), config.path(m.key_file))
-    # Its own client id: the gateway's persistent session must not be taken over.
-    client = aiomqtt.Client(
-        host,
-        port,
-        identifier=f"{m.client_id}-check-{os.getpid()}",
-        username=m.username,
-        password=m.password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        tls_context=tls,
-        timeout=REACH_TIMEOUT_S,
-    )
-    async with client:
-        pass
-
-
-async def _reach_serial(port: str) -> str | None:
-    if port.startswith("socket://"):
-        host, number = parse_listen("sms.port", port[len("socket://") :])
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, number), REACH_TIMEOUT_S
-            )
-        except (OSError, TimeoutError) as exc:
-            return f"cannot reach {port}: {str(exc) or type(exc).__name__}"
-        writer.close()
-        return None
-    return _serial_device_problem(Path(port))
-
-
-def _serial_device_problem(device: Path) -> str | None:
-    port = str(device)
-    if not device.exists():
-        return (
-            f"serial device {port} does not exist: is the modem plugged in and named by"
-            " deploy/99-smiley-modem.rules?"
-        )
-    if not os.access(device, os.R_OK | os.W_OK):
-        return f"no read/write permission on {port}: the service user needs the dialout group"
-    return None
