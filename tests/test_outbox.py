@@ -206,3 +206,28 @@ async def test_sms_transaction_commits_its_work_or_nothing(tmp_path: Path) -> No
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         await outbox.close()
+
+
+async def test_a_commit_wakes_the_forwarder_long_before_its_sweep(tmp_path: Path) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", max_mb=64)
+    store = await SqliteStore.open(tmp_path / "central.db")
+    writer = asyncio.create_task(outbox.run())
+    forwarder = Forwarder(outbox, store, batch=500, retry_max_s=1, sweep_s=3600)
+    forwarding = asyncio.create_task(forwarder.run())
+    try:
+        for round_ in range(3):  # idle in between: each commit must wake it again
+            async with asyncio.timeout(1):
+                while forwarder.forwarded < 50 * round_:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the forwarder is back waiting on its sweep
+            await outbox.commit([press(1001, round_ * 50 + j) for j in range(50)])
+        async with asyncio.timeout(5):  # an hour's sweep: only the wake gets it there
+            while forwarder.forwarded < 150:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert len([p async for p in store.presses(None, None)]) == 150
+    finally:
+        forwarding.cancel()
+        writer.cancel()
+        await asyncio.gather(forwarding, writer, return_exceptions=True)
+        await store.close()
+        await outbox.close()

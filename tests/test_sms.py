@@ -425,3 +425,22 @@ async def test_kill_9_between_read_commit_and_delete(tmp_path: Path, moment: str
         (1002, "2026-01-01T10:00:00Z", 4): 1,
     }  # fmt: skip
     assert export_rows(config, "--rejected") == []
+
+
+async def test_an_sms_batch_reaches_the_fleet_status_with_the_sender_masked(
+    make_harness: Callable[..., GatewayHarness],
+) -> None:
+    modem = SocketModemServer(ModemProfile.preset("generic"))
+    async with sms_gateway(make_harness, modem) as harness:
+        for pdu in pdus(HOURLY):
+            modem.deliver(pdu)
+        await eventually(emptied(modem))
+        assert harness.gateway is not None
+        status = harness.gateway.ingest.fleet.terminals[1002]
+        counters = harness.gateway.ingest.counters
+    assert status.transport == "sms"
+    assert status.presses == 1 + 5 + 12 + 2 + 3 + 9 + 1  # the vector's counts
+    assert status.last_contact is not None
+    assert SENDER not in (status.peer or "")  # a phone number is never shown in full
+    assert status.peer == SENDER[:4] + "*" * (len(SENDER) - 6) + SENDER[-2:]
+    assert counters.quarantined == {}  # a good batch is nobody's refusal
