@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Backlog
 from gateway.ops.probes import Check, StoreProbe
-from gateway.ops.views import ModemView, Observed
+from gateway.ops.views import ModemView, MqttFlowView, Observed
 
 
 class OperationsView(Protocol):
@@ -125,6 +125,8 @@ class GatewayCollector(Collector):
         if ops.modem is not None:
             up.add_metric(["sms"], ops.modem.ready)
         yield up
+        if gw.mqtt is not None:
+            yield from _mqtt_flow_metrics(gw.mqtt.flow)
         if gw.tcp is not None:
             yield GaugeMetricFamily(
                 "smiley_tcp_connections", "Open terminal connections", value=gw.tcp.connections
@@ -190,6 +192,30 @@ def _terminal_metrics(ops: OperationsView) -> Iterator[Metric]:
         if status.clock_offset_s is not None:
             offset.add_metric([tid], status.clock_offset_s)
     yield from (last_seen, battery, signal, queued, offset)
+
+
+def _mqtt_flow_metrics(flow: MqttFlowView) -> Iterator[Metric]:
+    """The gateway's own MQTT flow control: unacknowledged never above mqtt.max_in_flight."""
+    yield CounterMetricFamily(
+        "smiley_mqtt_received", "MQTT messages received from the broker", value=flow.received
+    )
+    yield CounterMetricFamily("smiley_mqtt_pubacks", "PUBACKs sent", value=flow.pubacks)
+    yield GaugeMetricFamily(
+        "smiley_mqtt_unacked", "MQTT messages received, not yet acknowledged", value=flow.unacked
+    )
+    yield GaugeMetricFamily(
+        "smiley_mqtt_unacked_peak",
+        "Most MQTT messages unacknowledged at once",
+        value=flow.peak_unacked,
+    )
+    yield CounterMetricFamily(
+        "smiley_mqtt_read_holds", "Times reading stopped at mqtt.max_in_flight", value=flow.holds
+    )
+    yield CounterMetricFamily(
+        "smiley_mqtt_answers_qos0",
+        "Answers sent at QoS 0 while reading was held with the broker's window full",
+        value=flow.answers_qos0,
+    )
 
 
 def metrics_registry(ops: OperationsView) -> CollectorRegistry:
