@@ -422,12 +422,12 @@ def decode(data: bytes, keys: KeyLookup, *, zero_tag_naks: bool = False) -> Fram
             Malformed,
             f"frame of {len(raw)} bytes, header says {header.frame_size}",
             raw,
-            _guess_ref_seq(header, raw),
+            guess_ref_seq(header, raw),
         )
     tag_at = c.HEADER_SIZE + header.length
     crc_at = tag_at + c.TAG_SIZE
     if crc16(raw[:crc_at]) != int.from_bytes(raw[crc_at:], "big"):
-        raise header.error(BadCrc, "crc does not match", raw, _guess_ref_seq(header, raw))
+        raise header.error(BadCrc, "crc does not match", raw, guess_ref_seq(header, raw))
     sent_tag = raw[tag_at:crc_at]
     if zero_tag_naks and sent_tag == c.ZERO_TAG and _is_unknown_terminal_nak(header, raw):
         return decode_payload(header, raw[c.HEADER_SIZE : tag_at], raw=raw)
@@ -435,7 +435,7 @@ def decode(data: bytes, keys: KeyLookup, *, zero_tag_naks: bool = False) -> Fram
     if key is None:
         raise header.error(UnknownTerminal, f"terminal {header.terminal_id} is not registered", raw)
     if not hmac.compare_digest(sent_tag, tag(key, raw[:tag_at])):
-        raise header.error(BadTag, "tag does not match", raw, _guess_ref_seq(header, raw))
+        raise header.error(BadTag, "tag does not match", raw, guess_ref_seq(header, raw))
     return decode_payload(header, raw[c.HEADER_SIZE : tag_at], raw=raw)
 
 
@@ -447,7 +447,7 @@ def _is_unknown_terminal_nak(header: Header, raw: bytes) -> bool:
     )
 
 
-def _guess_ref_seq(header: Header, raw: bytes) -> int:
+def guess_ref_seq(header: Header, raw: bytes) -> int:
     """first_seq of a PRESSES frame, as far as its bytes reach (NAK ref_seq)."""
     if header.frame_type == FrameType.PRESSES and len(raw) >= c.HEADER_SIZE + 8:
         return int.from_bytes(raw[c.HEADER_SIZE + 4 : c.HEADER_SIZE + 8], "big")

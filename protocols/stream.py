@@ -5,13 +5,18 @@ chunk being fed. After an error that closes the connection (bad magic, length
 over 4096, unsupported version, unknown terminal, bad tag, unknown type) the
 decoder stops: there is no way to find the next frame, and the spec says close.
 A bad crc skips exactly that frame, as the header's length says (section 5).
+
+When the connection ends, :meth:`FrameStream.end` turns what is left of a
+frame cut short (a header, or a header and part of its body) into a
+:class:`~protocols.errors.Truncated` error with those bytes, so that nothing a
+terminal sent vanishes unrecorded (section 5).
 """
 
 from __future__ import annotations
 
 from protocols import constants as c
-from protocols.errors import DecodeError
-from protocols.frames import Frame, KeyLookup, decode, decode_header
+from protocols.errors import DecodeError, Truncated
+from protocols.frames import Frame, KeyLookup, decode, decode_header, guess_ref_seq
 
 Event = Frame | DecodeError
 
@@ -49,6 +54,30 @@ class FrameStream:
                 break
             events.append(event)
         return events
+
+    def end(self) -> Truncated | None:
+        """The connection closed: the frame cut short in the buffer, if any, as an error.
+
+        Its ``raw`` is every byte held, exactly as received. The stream takes no
+        more bytes afterwards.
+        """
+        if self._closed or not self._buffer:
+            self._closed = True
+            return None
+        raw = bytes(self._buffer)
+        self._closed = True
+        self._buffer.clear()
+        if len(raw) < c.HEADER_SIZE:
+            # Only a prefix of the magic can be held here: a wrong byte is fatal at once.
+            return Truncated(f"connection closed after {len(raw)} bytes of a header", raw=raw)
+        header = decode_header(raw)  # it decoded when it came in, or the stream had closed
+        return Truncated(
+            f"connection closed after {len(raw)} of the frame's {header.frame_size} bytes",
+            raw=raw,
+            terminal_id=header.terminal_id,
+            frame_type=int(header.frame_type),
+            ref_seq=guess_ref_seq(header, raw),
+        )
 
     def _next(self) -> Event | None:
         buf = self._buffer

@@ -16,7 +16,7 @@ from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
 from protocols.constants import NakCode
-from protocols.errors import DecodeError
+from protocols.errors import PeerError
 from protocols.frames import Heartbeat, Hello, Hourly, Presses, PressRecord, all_countable
 
 
@@ -90,9 +90,7 @@ class Ingest:
         """Return once every record of ``frame`` is durably committed (or was before)."""
         await self.commit((self.place(frame, origin),))
 
-    async def refused(
-        self, error: DecodeError, origin: Origin, *, reason: str | None = None
-    ) -> None:
+    async def refused(self, error: PeerError, origin: Origin, *, reason: str | None = None) -> None:
         """Keep a frame the gateway refused, with its raw bytes and the reason."""
         await self.commit((), (refusal_row(error, origin, reason),))
 
@@ -235,7 +233,7 @@ def _split(frame: Presses, origin: Origin) -> tuple[Sequence[PressRecord], list[
     return [r for r in records if r.problem is None], rejected
 
 
-def refusal_row(error: DecodeError, origin: Origin, reason: str | None = None) -> RejectRow:
+def refusal_row(error: PeerError, origin: Origin, reason: str | None = None) -> RejectRow:
     """The quarantine row of a refused frame: its raw bytes and why (``reason`` or its error)."""
     return RejectRow(
         origin.received_at_ms,

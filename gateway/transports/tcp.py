@@ -20,9 +20,18 @@ from gateway.errors import OutboxBusy
 from gateway.intake.ingest import Ingest, Origin
 from gateway.registry.config import TcpSection, parse_listen
 from gateway.registry.terminals import Registry
-from protocols.constants import FrameType, NakCode
-from protocols.errors import DecodeError
-from protocols.frames import Ack, Frame, Heartbeat, Hello, Nak, Presses, Welcome, encode
+from protocols.constants import NakCode
+from protocols.errors import DecodeError, PeerError
+from protocols.frames import Frame, Heartbeat, Hello, Presses
+from protocols.session import (
+    CloseReason,
+    GatewaySession,
+    Refuse,
+    Transport,
+    ack_for,
+    busy_for,
+    welcome_for,
+)
 from protocols.stream import FrameStream
 
 log = structlog.get_logger("gateway.tcp")
@@ -169,9 +178,10 @@ class TerminalConnection:
         self._clock = clock
         self._stream = FrameStream(registry.key_for)
         self._answers: asyncio.Queue[_Answer | None] = asyncio.Queue(section.pipeline_depth)
-        self._terminal_id: int | None = None
+        self._session = GatewaySession(Transport.TCP, registry.key_for)
+        self._greeted = False
         self._log = log.bind(peer=peer, transport=TRANSPORT)
-        self._reading: asyncio.Task[str] | None = None
+        self._reading: asyncio.Task[CloseReason] | None = None
         self._stopping = False
 
     def abort(self) -> None:
@@ -187,14 +197,15 @@ class TerminalConnection:
     async def serve(self) -> None:
         writer_task = asyncio.create_task(self._write_answers())
         self._reading = asyncio.create_task(self._read_frames())
-        reason = "closed"
+        reason = CloseReason.CLOSED
         try:
             reason = await self._reading
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if not self._stopping or (current is not None and current.cancelling()):
                 raise  # serve() itself was cancelled, not just the reading
-            reason = "shutdown"
+            reason = CloseReason.SHUTDOWN
+            await self._refuse_truncated()
         finally:
             if not writer_task.done():
                 # Blocks while the queue is full; the writer keeps emptying it.
@@ -203,9 +214,9 @@ class TerminalConnection:
                 await writer_task
             finally:
                 self._writer.transport.abort()
-                self._log.info("tcp_disconnected", reason=reason)
+                self._log.info("tcp_disconnected", reason=reason.value)
 
-    async def _read_frames(self) -> str:
+    async def _read_frames(self) -> CloseReason:
         self._log.debug("tcp_connected")
         while True:
             try:
@@ -213,17 +224,27 @@ class TerminalConnection:
                     self._reader.read(READ_CHUNK), self._section.idle_timeout_s
                 )
             except TimeoutError:
-                return "idle"
+                reason = CloseReason.IDLE
             except (ConnectionError, OSError):
-                return "reset"
-            if not data:
-                return "eof"
-            origin = Origin(TRANSPORT, self._peer, self._clock())
-            for event in self._stream.feed(data):
-                answer = self._answer(event, origin)
-                await self._answers.put(answer)
-                if answer.close:
-                    return "protocol_error"
+                reason = CloseReason.RESET
+            else:
+                if data:
+                    if await self._take(data):
+                        return CloseReason.PROTOCOL_ERROR
+                    continue
+                reason = CloseReason.EOF
+            await self._refuse_truncated()
+            return reason
+
+    async def _take(self, data: bytes) -> bool:
+        """Answer every frame ``data`` completes; True once an answer closes the connection."""
+        origin = Origin(TRANSPORT, self._peer, self._clock())
+        for event in self._stream.feed(data):
+            answer = self._answer(event, origin)
+            await self._answers.put(answer)
+            if answer.close:
+                return True
+        return False
 
     async def _write_answers(self) -> None:
         writing = True
@@ -243,37 +264,23 @@ class TerminalConnection:
     # ------------------------------------------------------------ per event
 
     def _answer(self, event: Frame | DecodeError, origin: Origin) -> _Answer:
-        if isinstance(event, DecodeError):
-            return self._refuse(event, origin)
-        if self._terminal_id is None and not isinstance(event, Hello):
-            error = DecodeError(
-                "first frame was not HELLO",
-                raw=self._encode(event),
-                terminal_id=event.terminal_id,
-            )
-            return self._refuse(
-                error, origin, code=NakCode.NOT_HELLO, close=True, ref_seq=_first_seq(event)
-            )
-        match event:
-            case Hello():
-                return self._welcome(event, origin)
-            case Presses():
-                return _Answer(asyncio.ensure_future(self._commit(event, origin)))
-            case Heartbeat():
-                self._ingest.heartbeat(event, origin)
-                ack = Ack(event.terminal_id, FrameType.HEARTBEAT, 0, int(origin.received_at))
-                return _Answer(_ready(self._encode(ack)))
-            case _:
-                error = DecodeError(
-                    f"{type(event).__name__} is not accepted from a terminal over TCP",
-                    terminal_id=event.terminal_id,
-                )
-                return self._refuse(error, origin, code=NakCode.UNSUPPORTED, close=True)
+        decision = self._session.receive(event)
+        if isinstance(decision, Refuse):
+            return self._refuse(decision, origin)
+        match decision.frame:
+            case Hello() as hello:
+                return self._welcome(hello, origin)
+            case Presses() as presses:
+                return _Answer(asyncio.ensure_future(self._commit(presses, origin)))
+            case Heartbeat() as heartbeat:
+                self._ingest.heartbeat(heartbeat, origin)
+                ack = ack_for(heartbeat, int(origin.received_at))
+                return _Answer(_ready(self._session.encode(ack)))
 
     def _welcome(self, hello: Hello, origin: Origin) -> _Answer:
-        if self._terminal_id is None:
+        if not self._greeted:
             self._log = self._log.bind(terminal_id=hello.terminal_id)
-        self._terminal_id = hello.terminal_id
+            self._greeted = True
         self._ingest.hello(hello, origin)
         next_seq = self._ingest.next_seq(hello.terminal_id)
         self._log.info(
@@ -285,8 +292,8 @@ class TerminalConnection:
             queued=hello.queued,
             next_seq=next_seq,
         )
-        welcome = Welcome(hello.terminal_id, int(self._clock()), next_seq)
-        return _Answer(_ready(self._encode(welcome)))
+        welcome = welcome_for(hello, int(self._clock()), next_seq)
+        return _Answer(_ready(self._session.encode(welcome)))
 
     async def _commit(self, frame: Presses, origin: Origin) -> bytes:
         try:
@@ -294,59 +301,40 @@ class TerminalConnection:
         except OutboxBusy as exc:
             self._log.warning("presses_busy", first_seq=frame.first_seq, error=str(exc))
             self._ingest.nak_sent(NakCode.BUSY)
-            return self._encode(Nak(frame.terminal_id, NakCode.BUSY, frame.first_seq))
-        ack = Ack(frame.terminal_id, FrameType.PRESSES, frame.last_seq, int(self._clock()))
-        return self._encode(ack)
+            return self._session.encode(busy_for(frame))
+        return self._session.encode(ack_for(frame, int(self._clock())))
 
-    def _refuse(
-        self,
-        error: DecodeError,
-        origin: Origin,
-        *,
-        code: NakCode | None = None,
-        close: bool | None = None,
-        ref_seq: int | None = None,
-    ) -> _Answer:
-        code = code if code is not None else error.nak_code
-        close = error.closes if close is None else close
-        terminal_id = error.terminal_id if self._terminal_id is None else self._terminal_id
-        if code is NakCode.UNKNOWN_TERMINAL or terminal_id is None:
-            terminal_id = error.terminal_id
+    def _refuse(self, decision: Refuse, origin: Origin) -> _Answer:
+        error = decision.error
         self._log.warning(
             "frame_refused",
-            reason=code.name if code is not None else error.name,
+            reason=decision.reason,
             detail=error.reason,
             frame_terminal_id=error.terminal_id,
-            closes=close,
+            closes=decision.close,
         )
         nak = None
-        if code is not None and terminal_id is not None:
-            ref = error.ref_seq if ref_seq is None else ref_seq
-            nak = self._encode(Nak(terminal_id, code, ref))
-            self._ingest.nak_sent(code)
-        return _Answer(asyncio.ensure_future(self._quarantine(error, origin, code, nak)), close)
+        if decision.nak is not None:
+            nak = self._session.encode(decision.nak)
+            self._ingest.nak_sent(decision.nak.code)
+        quarantined = asyncio.ensure_future(self._quarantine(error, origin, nak))
+        return _Answer(quarantined, decision.close)
+
+    async def _refuse_truncated(self) -> None:
+        """Keep what is left of a frame the connection's close cut short (TRUNCATED)."""
+        truncated = self._stream.end()
+        if truncated is not None:
+            origin = Origin(TRANSPORT, self._peer, self._clock())
+            await self._answers.put(self._answer(truncated, origin))
 
     async def _quarantine(
-        self, error: DecodeError, origin: Origin, code: NakCode | None, nak: bytes | None
+        self, error: PeerError, origin: Origin, nak: bytes | None
     ) -> bytes | None:
         try:
-            await self._ingest.refused(error, origin, reason=code.name if code else None)
+            await self._ingest.refused(error, origin)
         except OutboxBusy as exc:
             self._log.error("quarantine_failed", error=str(exc), reason=error.name)
         return nak
-
-    def _encode(self, frame: Frame) -> bytes:
-        if isinstance(frame, Nak) and frame.code is NakCode.UNKNOWN_TERMINAL:
-            return encode(frame, None)
-        key = self._registry.key_for(frame.terminal_id)
-        if key is None:
-            # A NAK about a frame whose terminal id is not registered (a corrupt header).
-            return encode(Nak(frame.terminal_id, NakCode.UNKNOWN_TERMINAL, 0), None)
-        return encode(frame, key)
-
-
-def _first_seq(frame: Frame) -> int:
-    return frame.first_seq if isinstance(frame, Presses) else 0
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
