@@ -31,6 +31,7 @@ from gateway.ops.probes import Check, OutboxProbe, StoreProbe
 from gateway.ops.views import ModemView, Observed
 from gateway.ops.watchdog import LoopLagProbe, LoopWatchdog, Notifier, install_hang_hook
 from gateway.registry.config import HealthSection
+from gateway.supervisor import Supervisor
 
 log = structlog.get_logger("gateway.operations")
 
@@ -73,7 +74,7 @@ class Operations:
         self.watchdog: LoopWatchdog | None = None
         self.lag = LoopLagProbe()
         self._limiter = configured_limiter()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._parts = Supervisor()  # its own: a failure here never stops the gateway
         self._stopping = False
         self._was_ready: bool | None = None
 
@@ -108,18 +109,14 @@ class Operations:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:  # raises only if close() itself is cancelled; _guard logged any error
-            await asyncio.wait(self._tasks)
-        self._tasks.clear()
+        await self._parts.stop_all()
         await self._save_status()
         if self._limiter is not None:
             emit_summaries(self._limiter, log, final=True)
         self.notifier.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(self._guard(work, name), name=name))
+        self._parts.start(name, self._guard(work, name))
 
     async def _guard(self, work: Coroutine[Any, Any, None], name: str) -> None:
         try:
