@@ -157,7 +157,8 @@ class _Link:
         self._unacked -= 1
         self.flow.unacked = self._unacked
         self.flow.pubacks += 1
-        if self._held and self._unacked < self._max_in_flight:
+        # Hysteresis: reading again at half the bound makes batches, not one message a read.
+        if self._held and self._unacked <= self._max_in_flight // 2:
             self._resume()
         return True
 
