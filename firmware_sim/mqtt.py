@@ -53,9 +53,11 @@ from firmware_sim.mqtt_client import Incoming, MqttConnection, MqttProtocol
 from firmware_sim.report import TerminalReport
 from firmware_sim.terminal import MAX_SEQ, MadePress, Terminal
 from protocols import constants as c
-from protocols.constants import FrameType, NakCode
-from protocols.errors import DecodeError
-from protocols.frames import Ack, Frame, Nak, decode, encode, frame_type
+from protocols.constants import FrameType
+from protocols.errors import DecodeError, GatewayViolation
+from protocols.frames import Ack, Frame, decode, encode, frame_type
+from protocols.session import Transport
+from protocols.terminal_session import Acked, NakAction, Naked, TerminalSession
 
 PasswordSource = Callable[[int], str | None] | Mapping[int, str] | None
 """A terminal's MQTT password by id: a function, a mapping (absent: none), or none at all."""
@@ -190,6 +192,7 @@ class MqttTerminalLink(Link):
         self._cursor = 0
         """Every pending record from here up is in no frame yet; all below are in one."""
         self._connection = 0
+        self._session = TerminalSession(Transport.MQTT, terminal.terminal_id)
         self._client: MqttConnection | None = None
         self._busy = Backoff(options.busy, rng)
         self._paused_until = 0.0
@@ -307,19 +310,22 @@ class MqttTerminalLink(Link):
             client.ack(message)
 
     def _handle(self, message: Incoming) -> None:
+        event: Frame | DecodeError
         try:
-            frame = decode(message.payload, self.terminal.key_of, zero_tag_naks=True)
+            event = decode(message.payload, self.terminal.key_of, zero_tag_naks=True)
         except DecodeError as exc:
-            self._gateway_error(f"undecodable message on {message.topic}: {exc.name}, {exc.reason}")
+            event = exc
+        try:
+            answer = self._session.receive(event)
+        except GatewayViolation as violation:
+            # On MQTT a bad answer ends nothing: it is reported and ignored.
+            self._gateway_error(f"{violation.reason} on {message.topic}")
             return
-        if frame.terminal_id != self.terminal.terminal_id:
-            self._gateway_error(f"frame for terminal {frame.terminal_id} on {message.topic}")
-        elif isinstance(frame, Ack):
-            self._on_ack(frame)
-        elif isinstance(frame, Nak):
-            self._on_nak(frame)
-        else:
-            self._gateway_error(f"{type(frame).__name__.upper()} on {message.topic}")
+        match answer:
+            case Acked():
+                self._on_ack(answer.ack)
+            case Naked():
+                self._on_nak(answer)
 
     def _gateway_error(self, detail: str) -> None:
         self.report.gateway_error(detail)
@@ -327,12 +333,7 @@ class MqttTerminalLink(Link):
 
     def _on_ack(self, ack: Ack) -> None:
         if ack.acked_type == FrameType.HEARTBEAT:
-            if ack.acked_seq != 0:
-                self._gateway_error(f"ACK of HEARTBEAT with acked_seq {ack.acked_seq}")
-            return
-        if ack.acked_type != FrameType.PRESSES:
-            self._gateway_error(f"ACK of type 0x{ack.acked_type:02x}")
-            return
+            return  # it cannot say which heartbeat it answers
         first = self._first_of.get(ack.acked_seq)
         if first is None:
             size = self._acked.get(ack.acked_seq)
@@ -358,24 +359,25 @@ class MqttTerminalLink(Link):
         self.records_acked()
         self.wake.set()
 
-    def _on_nak(self, nak: Nak) -> None:
+    def _on_nak(self, naked: Naked) -> None:
+        nak = naked.nak
         self.report.naks[nak.code.name] += 1
-        if nak.code is NakCode.UNKNOWN_TERMINAL:
+        if naked.action is NakAction.STOP:
             raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
         now = self._loop.time()
-        if nak.code is NakCode.BUSY:
+        if naked.action is NakAction.RETRY_LATER:
             self._paused_until = now + self._busy.next_delay()
         frame = self._frames.get(nak.ref_seq)
         if frame is None:
             if nak.ref_seq != 0:  # 0: a refused HEARTBEAT, or a frame from seq 0
                 self.report.unmatched_answers += 1
-            if nak.code not in (NakCode.BUSY, NakCode.BAD_CRC):
+            if naked.action is NakAction.FIRMWARE_BUG:
                 self.report.firmware_bug(f"NAK {nak.code.name} ref_seq {nak.ref_seq}")
             return
-        match nak.code:
-            case NakCode.BUSY:
+        match naked.action:
+            case NakAction.RETRY_LATER:
                 frame.due = self._paused_until
-            case NakCode.BAD_CRC:
+            case NakAction.RETRY:
                 frame.due = now
             case _:
                 # MALFORMED, BAD_TAG, ...: what this firmware sent was wrong. The frame

@@ -40,18 +40,20 @@ from firmware_sim.link import MAX_QUEUED_FIELD, Link
 from firmware_sim.report import TerminalReport
 from firmware_sim.terminal import MAX_SEQ, MadePress, Terminal
 from protocols import constants as c
-from protocols.constants import FrameType, NakCode
-from protocols.errors import DecodeError
-from protocols.frames import (
-    Ack,
-    Frame,
-    Hello,
-    Nak,
-    Welcome,
-    encode,
-    frame_type,
-)
+from protocols.constants import FrameType
+from protocols.errors import GatewayViolation
+from protocols.frames import Frame, Hello, Welcome, encode, frame_type
+from protocols.session import Transport
 from protocols.stream import Event, FrameStream
+from protocols.terminal_session import (
+    Acked,
+    NakAction,
+    Naked,
+    Sent,
+    TerminalEvent,
+    TerminalSession,
+    Welcomed,
+)
 
 READ_SIZE = 65536
 
@@ -86,25 +88,6 @@ class LinkOptions:
             raise ValueError("window must be at least 1")
         if min(self.heartbeat_interval, self.connect_timeout, self.answer_timeout) <= 0:
             raise ValueError("intervals and timeouts must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class _InFlight:
-    """A frame sent and not answered yet; answers match these in order."""
-
-    kind: FrameType
-    first_seq: int
-    last_seq: int
-    sent_at: float
-
-    @property
-    def covered(self) -> int:
-        return self.last_seq - self.first_seq + 1 if self.kind is FrameType.PRESSES else 0
-
-    def describe(self) -> str:
-        if self.kind is FrameType.PRESSES:
-            return f"PRESSES seq {self.first_seq}..{self.last_seq}"
-        return self.kind.name
 
 
 class TerminalLink(Link):
@@ -200,7 +183,7 @@ class _Session:
         self._loop = asyncio.get_running_loop()
         self._stream = FrameStream(self.terminal.key_of, zero_tag_naks=True)
         self._events: deque[Event] = deque()
-        self._in_flight: deque[_InFlight] = deque()
+        self._session = TerminalSession(Transport.TCP, self.terminal.terminal_id)
         self._retry: deque[tuple[int, int]] = deque()
         self._cursor = 0
         self._paused_until = 0.0
@@ -243,20 +226,19 @@ class _Session:
     async def _await_welcome(self) -> Welcome:
         try:
             async with asyncio.timeout(self.options.answer_timeout):
-                event = await self._next_event()
+                answer = await self._next_answer()
         except TimeoutError:
             raise self._ended(AnswerTimeout, "no WELCOME") from None
-        match event:
-            case Welcome():
-                return event
-            case Nak(code=NakCode.UNKNOWN_TERMINAL):
-                self.report.naks[event.code.name] += 1
+        match answer:
+            case Welcomed():
+                return answer.welcome
+            case Naked(action=NakAction.STOP):
+                self.report.naks[answer.nak.code.name] += 1
                 raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
-            case Nak():
-                self.report.naks[event.code.name] += 1
-                raise self._ended(Refused, f"NAK {event.code.name}")
-            case _:
-                raise self._protocol_error(f"{_describe(event)} instead of WELCOME")
+            case Naked():
+                self.report.naks[answer.nak.code.name] += 1
+                raise self._ended(Refused, f"NAK {answer.nak.code.name}")
+        raise AssertionError(f"{answer} after HELLO")  # pragma: no cover
 
     async def _run_sender_and_receiver(self) -> None:
         """Run both until one ends the session; cancel the other; raise why it ended.
@@ -294,6 +276,14 @@ class _Session:
             self._events.extend(self._stream.feed(data))
         return self._events.popleft()
 
+    async def _next_answer(self) -> TerminalEvent:
+        """The next answer from the gateway, as the session reads it; a violation ends it."""
+        event = await self._next_event()
+        try:
+            return self._session.receive(event)
+        except GatewayViolation as violation:
+            raise self._protocol_error(violation.reason) from None
+
     def _protocol_error(self, detail: str) -> SessionEnded:
         self.report.gateway_error(detail)
         self.link.log.warning("gateway broke the protocol", detail=detail)
@@ -301,51 +291,43 @@ class _Session:
 
     async def _receive(self) -> None:
         while True:
-            event = await self._next_event()
-            if not isinstance(event, Ack | Nak):
-                raise self._protocol_error(f"{_describe(event)} where ACK or NAK was due")
-            if not self._in_flight:
-                raise self._protocol_error(f"{_describe(event)} with no frame in flight")
-            sent = self._in_flight.popleft()
+            # An ACK that does not match its frame is a violation: FIFO matching is
+            # lost, and the records stay pending for the next session.
+            answer = await self._next_answer()
             self.link.wake.set()
-            if isinstance(event, Ack):
-                self._on_ack(sent, event)
-            else:
-                self._on_nak(sent, event)
+            match answer:
+                case Acked(sent=Sent() as sent):
+                    self._on_ack(sent)
+                case Naked(sent=Sent() as sent):
+                    self._on_nak(sent, answer)
+                case _:
+                    raise self._protocol_error(f"{answer} in session")  # pragma: no cover
 
-    def _on_ack(self, sent: _InFlight, ack: Ack) -> None:
-        expected_seq = sent.last_seq if sent.kind is FrameType.PRESSES else 0
-        if ack.acked_type != sent.kind or ack.acked_seq != expected_seq:
-            # FIFO matching is lost; the records stay pending and go again next session.
-            raise self._protocol_error(
-                f"ACK type 0x{ack.acked_type:02x} seq {ack.acked_seq} for {sent.describe()}"
-            )
-        if sent.kind is not FrameType.PRESSES:
+    def _on_ack(self, sent: Sent) -> None:
+        if sent.frame_type is not FrameType.PRESSES:
             return
         acked = self.terminal.acknowledge(sent.first_seq, sent.last_seq)
         self.report.acked_records(acked, sent.covered)
         self._busy.reset()
         self.link.records_acked()
 
-    def _on_nak(self, sent: _InFlight, nak: Nak) -> None:
+    def _on_nak(self, sent: Sent, naked: Naked) -> None:
+        nak = naked.nak
         self.report.naks[nak.code.name] += 1
-        expected_ref = sent.first_seq if sent.kind is FrameType.PRESSES else 0
-        if nak.ref_seq != expected_ref:
-            self.report.gateway_error(
-                f"NAK {nak.code.name} ref_seq {nak.ref_seq} for {sent.describe()}"
-            )
-        is_presses = sent.kind is FrameType.PRESSES
-        match nak.code:
-            case NakCode.BUSY:
+        if naked.problem is not None:
+            self.report.gateway_error(naked.problem)
+        is_presses = sent.frame_type is FrameType.PRESSES
+        match naked.action:
+            case NakAction.RETRY_LATER:
                 if is_presses:
                     self._retry.append((sent.first_seq, sent.last_seq))
                 self._paused_until = self._loop.time() + self._busy.next_delay()
-            case NakCode.BAD_CRC:
+            case NakAction.RETRY:
                 if is_presses:
                     self._retry.append((sent.first_seq, sent.last_seq))
-            case NakCode.UNKNOWN_TERMINAL:
+            case NakAction.STOP:
                 raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
-            case _:
+            case NakAction.FIRMWARE_BUG:
                 # MALFORMED, BAD_TAG, ...: what this firmware sent was wrong. The records
                 # stay pending (the next session sends them again); the gateway may close.
                 self.report.firmware_bug(f"NAK {nak.code.name} for {sent.describe()}")
@@ -360,9 +342,10 @@ class _Session:
         while True:
             self.link.wake.clear()
             now = self._loop.time()
-            if self._in_flight and now >= self._in_flight[0].sent_at + self.options.answer_timeout:
-                raise self._ended(AnswerTimeout, f"no answer to {self._in_flight[0].describe()}")
-            if len(self._in_flight) < window:
+            oldest = self._session.oldest
+            if oldest is not None and now >= oldest.at + self.options.answer_timeout:
+                raise self._ended(AnswerTimeout, f"no answer to {oldest.describe()}")
+            if len(self._session.in_flight) < window:
                 frame = self._next_frame(now)
                 if frame is not None:
                     await self._transmit(*frame)
@@ -375,9 +358,10 @@ class _Session:
 
     def _next_deadline(self, now: float) -> float:
         deadlines = []
-        if self._in_flight:
-            deadlines.append(self._in_flight[0].sent_at + self.options.answer_timeout)
-        if len(self._in_flight) < self.options.window:
+        oldest = self._session.oldest
+        if oldest is not None:
+            deadlines.append(oldest.at + self.options.answer_timeout)
+        if len(self._session.in_flight) < self.options.window:
             deadlines.append(self._last_heartbeat + self.options.heartbeat_interval)
             if self._paused_until > now:
                 deadlines.append(self._paused_until)
@@ -415,11 +399,8 @@ class _Session:
             self.report.faults[fault.value] += 1
         if Fault.CORRUPT_CRC in faults:
             data = data[:-1] + bytes([data[-1] ^ 0x5A])
-        if kind is not FrameType.HELLO:
-            first = records[0].seq if records else 0
-            last = records[-1].seq if records else 0
-            self._in_flight.append(_InFlight(kind, first, last, self._loop.time()))
-        self.report.sent(kind.name, records, len(self._in_flight))
+        self._session.send(frame, at=self._loop.time())  # in flight unless a HELLO
+        self.report.sent(kind.name, records, len(self._session.in_flight))
         split = Fault.SPLIT_WRITE in faults
         if Fault.DROP_MID_FRAME in faults:
             await self._write(data[: link.faults.cut(len(data))], split=split)
@@ -456,12 +437,6 @@ class _Session:
                 await writer.drain()
         except OSError as exc:
             raise self._ended(ConnectionLost, str(exc)) from exc
-
-
-def _describe(event: Event) -> str:
-    if isinstance(event, DecodeError):
-        return f"undecodable frame ({event.name}: {event.reason})"
-    return type(event).__name__.upper()
 
 
 def _severity(exc: BaseException) -> int:
