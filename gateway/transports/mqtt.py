@@ -52,9 +52,9 @@ from gateway.transports.mqtt_link import (
     _paho,
     down_topic,
 )
-from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError
-from protocols.frames import Ack, Frame, Heartbeat, Nak, Presses, decode, encode
+from protocols.frames import Frame, Heartbeat, Presses, decode
+from protocols.session import Decision, GatewaySession, Refuse, Transport, ack_for
 
 log = structlog.get_logger("gateway.mqtt")
 
@@ -84,14 +84,9 @@ def topic_terminal(topic: str) -> int | None:
     return value if value <= 0xFFFFFFFF else None
 
 
-class _Refusal(Exception):
-    """A message the gateway does not count; it is quarantined and acknowledged."""
-
-    def __init__(self, error: DecodeError, nak: NakCode | None, reason: str | None = None) -> None:
-        super().__init__(error.reason)
-        self.error = error
-        self.nak = nak
-        self.reason = reason
+_Refusal = Refuse
+"""A message the gateway does not count: quarantined (and NAKed, if the session says so),
+then acknowledged."""
 
 
 @dataclass(slots=True)
@@ -126,6 +121,7 @@ class MqttIngest(MqttConnection):
         self._registry = registry
         self._clock = clock
         self._commit_backoff_cap = 5.0
+        self._rules = GatewaySession(Transport.MQTT, registry.key_for)
 
     async def _handle(self, link: _Link, batch: Sequence[paho.MQTTMessage]) -> None:
         """Commit what the batch's frames need, then answer and PUBACK each message."""
@@ -150,44 +146,26 @@ class MqttIngest(MqttConnection):
     def _take(self, message: paho.MQTTMessage, received_at: float) -> _Taken:
         topic = message.topic
         origin = Origin(TRANSPORT, topic, received_at)
-        try:
-            frame = self._frame(bytes(message.payload), topic)
-        except _Refusal as refusal:
-            self._log_refusal(refusal, topic)
-            return _Taken(message, refusal=refusal)
+        decision = self._frame(bytes(message.payload), topic)
+        if isinstance(decision, Refuse):
+            self._log_refusal(decision, topic)
+            return _Taken(message, refusal=decision)
+        frame = decision.frame
         if isinstance(frame, Presses):
             return _Taken(message, placed=self._ingest.place(frame, origin))
+        assert isinstance(frame, Heartbeat)  # the session takes nothing else over MQTT
         self._ingest.heartbeat(frame, origin)
-        ack = Ack(frame.terminal_id, FrameType.HEARTBEAT, 0, int(self._clock()))
+        ack = ack_for(frame, int(self._clock()))
         return _Taken(message, reply=(frame.terminal_id, self._encode(ack)))
 
-    def _frame(self, payload: bytes, topic: str) -> Presses | Heartbeat:
-        """The frame of a message, or _Refusal saying why it is not taken."""
-        topic_id = topic_terminal(topic)
+    def _frame(self, payload: bytes, topic: str) -> Decision:
+        """What the session decides about a message: accept its frame, or refuse it."""
+        event: Frame | DecodeError
         try:
-            frame = decode(payload, self._registry.key_for)
+            event = decode(payload, self._registry.key_for)
         except DecodeError as error:
-            tied = error.terminal_id is not None and error.terminal_id == topic_id
-            known = tied and self._registry.key_for(topic_id or 0) is not None
-            nak = (
-                error.nak_code if known and error.nak_code is not NakCode.UNKNOWN_TERMINAL else None
-            )
-            raise _Refusal(error, nak) from None
-        if topic_id != frame.terminal_id:
-            mismatch = DecodeError(
-                f"topic {topic!r} does not name terminal {frame.terminal_id}",
-                raw=payload,
-                terminal_id=frame.terminal_id,
-            )
-            raise _Refusal(mismatch, None, reason="TOPIC_MISMATCH")
-        if not isinstance(frame, Presses | Heartbeat):
-            unsupported = DecodeError(
-                f"{type(frame).__name__} is not accepted from a terminal over MQTT",
-                raw=payload,
-                terminal_id=frame.terminal_id,
-            )
-            raise _Refusal(unsupported, NakCode.UNSUPPORTED, reason="UNSUPPORTED")
-        return frame
+            event = error
+        return self._rules.receive(event, raw=payload, topic_terminal=topic_terminal(topic))
 
     async def _commit(
         self,
@@ -221,17 +199,14 @@ class MqttIngest(MqttConnection):
         """The answer to a committed frame: ACK for PRESSES, NAK where a refusal gets one."""
         if item.placed is not None:
             frame = item.placed.frame
-            ack = Ack(frame.terminal_id, FrameType.PRESSES, frame.last_seq, int(self._clock()))
-            return frame.terminal_id, self._encode(ack)
+            return frame.terminal_id, self._encode(ack_for(frame, int(self._clock())))
         if item.refusal is None:
             return item.reply
-        error = item.refusal.error
-        if item.refusal.nak is None or error.terminal_id is None:
+        nak = item.refusal.nak
+        if nak is None:
             return None
-        self._ingest.nak_sent(item.refusal.nak)
-        return error.terminal_id, self._encode(
-            Nak(error.terminal_id, item.refusal.nak, error.ref_seq)
-        )
+        self._ingest.nak_sent(nak.code)
+        return nak.terminal_id, self._encode(nak)
 
     def _log_refusal(self, refusal: _Refusal, topic: str) -> None:
         error = refusal.error
@@ -239,10 +214,10 @@ class MqttIngest(MqttConnection):
             "frame_refused",
             transport=TRANSPORT,
             topic=topic,
-            reason=refusal.reason or error.name,
+            reason=refusal.reason,
             detail=error.reason,
             terminal_id=error.terminal_id,
         )
 
     def _encode(self, frame: Frame) -> bytes:
-        return encode(frame, self._registry.key_for(frame.terminal_id))
+        return self._rules.encode(frame)
