@@ -26,6 +26,7 @@ from protocols.frames import Frame, Heartbeat, Hello, Presses
 from protocols.session import (
     CloseReason,
     GatewaySession,
+    GatewayState,
     Refuse,
     Transport,
     ack_for,
@@ -323,7 +324,8 @@ class TerminalConnection:
     async def _refuse_truncated(self) -> None:
         """Keep what is left of a frame the connection's close cut short (TRUNCATED)."""
         truncated = self._stream.end()
-        if truncated is not None:
+        # A session closed by a refusal has read its last frame; the rest was never read.
+        if truncated is not None and self._session.state is not GatewayState.CLOSED:
             origin = Origin(TRANSPORT, self._peer, self._clock())
             await self._answers.put(self._answer(truncated, origin))
 
