@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
 from protocols.errors import Truncated
 from protocols.stream import FrameStream
@@ -119,6 +120,42 @@ async def test_whole_frames_then_eof_leave_no_row(harness: GatewayHarness) -> No
     assert await t.closed_by_peer()
     await t.close()
     assert await quarantined(harness) == []
+
+
+async def test_frame_cut_short_by_the_idle_timeout_is_kept(
+    make_harness: Callable[..., GatewayHarness],
+) -> None:
+    h = make_harness()
+    h.config_path.write_text(
+        h.config_path.read_text().replace("[tcp]", "[tcp]\nidle_timeout_s = 0.3"),
+        encoding="utf-8",
+    )
+    await h.start()
+    t = await RawTerminal.connect(h.port)
+    await t.send(HELLO + PRESSES[:15])
+    await t.receive()
+    assert await t.closed_by_peer(timeout=5)
+    rows = [r.row for r in await quarantined(h)]
+    assert [(r.reason, r.peer, r.raw) for r in rows] == [("TRUNCATED", peer_of(t), PRESSES[:15])]
+    await t.close()
+    await h.stop()
+
+
+async def test_frame_cut_short_by_the_gateways_shutdown_is_kept(
+    make_harness: Callable[..., GatewayHarness],
+) -> None:
+    h = make_harness()
+    await h.start()
+    t = await RawTerminal.connect(h.port)
+    await t.send(HELLO + PRESSES[:25])
+    await t.receive()
+    peer = peer_of(t)
+    await h.stop()
+    await t.close()
+    await h.start()  # the row was committed before the stop; forwarded now
+    rows = [r.row for r in await quarantined(h)]
+    assert [(r.reason, r.peer, r.raw) for r in rows] == [("TRUNCATED", peer, PRESSES[:25])]
+    await h.stop()
 
 
 async def wait_for_rows(harness: GatewayHarness, count: int, timeout: float = 10.0) -> None:
