@@ -257,7 +257,7 @@ def _mqtt_passwords(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415 - pulls in the simulator
+    from gateway.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
     config = load_config(args.config)
     # The demo's own summary is the show; logs only say when something is wrong.
