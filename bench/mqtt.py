@@ -34,11 +34,11 @@ The parts: ``bench.mqtt_load`` (the clients, the ACK book), ``bench.mqtt_baselin
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from bench import procs
@@ -46,6 +46,7 @@ from bench.errors import BenchError
 from bench.fleet import PlannedFrame, TerminalSpec, make_fleet, plan_fleet, registry_toml
 from bench.mqtt_baseline import Baseline, run_baseline
 from bench.mqtt_load import DOWN_FILTER, LoadOutcome, drive_load, probe
+from bench.options import LoadOptions, check_load, load_parser
 from bench.procs import Memory
 from bench.report import (
     options_json,
@@ -56,7 +57,7 @@ from bench.report import (
     run_bench,
     share,
 )
-from bench.results import Check, Latency, StoreCheck, load_problems, totals
+from bench.results import Check, LoadReport, StoreCheck, Throughput, load_problems, measure
 from bench.store import check_store, wait_forwarded
 from firmware_sim.harness import PrivateMosquitto
 
@@ -77,49 +78,23 @@ max_inflight_messages 200
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    terminals: int
-    records_per_frame: int
-    frames_per_terminal: int
-    window: int
+class Options(LoadOptions):
     max_in_flight: int
-    baseline_repeats: int
-    seed: int
-    json_path: Path | None
-    keep: bool
-
-    @property
-    def frames(self) -> int:
-        return self.terminals * self.frames_per_terminal
-
-    @property
-    def presses(self) -> int:
-        return self.frames * self.records_per_frame
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.mqtt", description="MQTT benchmark of the smiley-gateway process."
+    parser = load_parser(
+        "mqtt",
+        "MQTT benchmark of the smiley-gateway process.",
+        terminals=50,
+        frames=200,
+        window_help="frames per terminal without ACK",
     )
-    parser.add_argument("--terminals", type=int, default=50, help="publishing terminals")
-    parser.add_argument("--records-per-frame", type=int, default=50, help="records per PRESSES")
-    parser.add_argument("--frames-per-terminal", type=int, default=200, help="PRESSES per terminal")
-    parser.add_argument("--window", type=int, default=4, help="frames per terminal without ACK")
     parser.add_argument("--max-in-flight", type=int, default=200, help="gateway mqtt.max_in_flight")
-    parser.add_argument("--baseline-repeats", type=int, default=3, help="median of N runs")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generated presses")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write results here")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (path printed)")
-    args = parser.parse_args(argv)
-    options = Options(**vars(args))
-    if min(options.terminals, options.frames_per_terminal, options.window) < 1:
-        parser.error("--terminals, --frames-per-terminal and --window must be at least 1")
-    if not 1 <= options.records_per_frame <= 680:
-        parser.error("--records-per-frame must be 1..680")
+    options = Options(**vars(parser.parse_args(argv)))
+    check_load(parser, options)
     if not 1 <= options.max_in_flight <= 65535:
         parser.error("--max-in-flight must be 1..65535 (MQTT Receive Maximum)")
-    if options.baseline_repeats < 1:
-        parser.error("--baseline-repeats must be at least 1")
     return options
 
 
@@ -127,34 +102,18 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 
 @dataclass(frozen=True, slots=True)
-class Throughput:
-    presses: int
-    frames: int
-    wall_s: float
-    presses_per_s: float
-    latency: Latency
-    in_flight_presses: int
-    gateway_cpu_s: float
-    gateway_cpu_us_per_press: float
+class MqttThroughput(Throughput):
     broker_cpu_s: float
-    generator_cpu_s: float
     others_cpu_s: float
-    encode_s: float
     subscribed_after_s: float
-    memory: Memory
-    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
-    options: dict[str, object]
+class Report(LoadReport):
     cpus: int
-    throughput: Throughput
-    store: StoreCheck
+    throughput: MqttThroughput
     baseline: Baseline
     ratio: float
-    checks: tuple[Check, ...]
-    problems: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- the gateway phase
@@ -172,30 +131,19 @@ reconnect_max_s = 1
 
 def summarize_load(
     outcome: LoadOutcome, options: Options, encode_s: float, probe_s: float, memory: Memory
-) -> Throughput:
-    total = totals(outcome.runs)
-    return Throughput(
-        presses=total.presses,
-        frames=total.frames,
-        wall_s=total.wall_s,
-        presses_per_s=total.presses_per_s,
-        latency=total.latency,
-        in_flight_presses=options.terminals * options.window * options.records_per_frame,
-        gateway_cpu_s=outcome.gateway_cpu_s,
-        gateway_cpu_us_per_press=outcome.gateway_cpu_s * 1e6 / max(1, total.presses),
+) -> MqttThroughput:
+    figures = measure(outcome, options, encode_s, memory)
+    return MqttThroughput(
+        **{f.name: getattr(figures, f.name) for f in fields(figures)},
         broker_cpu_s=outcome.broker_cpu_s,
-        generator_cpu_s=outcome.generator_cpu_s,
         others_cpu_s=outcome.others_cpu_s,
-        encode_s=encode_s,
         subscribed_after_s=probe_s,
-        memory=memory,
-        errors=outcome.errors,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayPhase:
-    throughput: Throughput
+    throughput: MqttThroughput
     store: StoreCheck
 
 
@@ -273,7 +221,7 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _render_load(o: dict[str, object], t: Throughput, cpus: int) -> list[str]:
+def _render_load(o: dict[str, object], t: MqttThroughput, cpus: int) -> list[str]:
     return [
         f"  load          {o['terminals']} terminals x {o['frames_per_terminal']} frames x "
         f"{o['records_per_frame']} records, QoS 1, window {o['window']} frames, max_in_flight "
@@ -333,10 +281,7 @@ async def run(options: Options, root: Path) -> Report:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     procs.raise_fd_limit(2 * options.terminals + 256)
-
-    async def bench(root: Path) -> Report:
-        return await run(options, root)
-
+    bench = partial(run, options)
     return run_bench("mqtt", bench, render, keep=options.keep, json_path=options.json_path)
 
 

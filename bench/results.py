@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from bench.options import LoadOptions
+from bench.procs import Memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,24 @@ class Totals:
     @property
     def presses_per_s(self) -> float:
         return self.presses / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """What a load measured (the MQTT benchmark adds the broker's share to it)."""
+
+    presses: int
+    frames: int
+    wall_s: float
+    presses_per_s: float
+    latency: Latency
+    in_flight_presses: int
+    gateway_cpu_s: float
+    gateway_cpu_us_per_press: float
+    generator_cpu_s: float
+    encode_s: float
+    memory: Memory
+    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +98,49 @@ def totals(runs: Sequence[TerminalRun]) -> Totals:
             max_ms=(latencies[-1] if latencies else 0.0) * 1000,
         ),
     )
+
+
+class LoadOutcome(Protocol):
+    """What a benchmark's load generator returns."""
+
+    @property
+    def runs(self) -> tuple[TerminalRun, ...]: ...
+    @property
+    def errors(self) -> tuple[str, ...]: ...
+    @property
+    def gateway_cpu_s(self) -> float: ...
+    @property
+    def generator_cpu_s(self) -> float: ...
+
+
+def measure(
+    outcome: LoadOutcome, options: LoadOptions, encode_s: float, memory: Memory
+) -> Throughput:
+    total = totals(outcome.runs)
+    return Throughput(
+        presses=total.presses,
+        frames=total.frames,
+        wall_s=total.wall_s,
+        presses_per_s=total.presses_per_s,
+        latency=total.latency,
+        in_flight_presses=options.in_flight_presses,
+        gateway_cpu_s=outcome.gateway_cpu_s,
+        gateway_cpu_us_per_press=outcome.gateway_cpu_s * 1e6 / max(1, total.presses),
+        generator_cpu_s=outcome.generator_cpu_s,
+        encode_s=encode_s,
+        memory=memory,
+        errors=outcome.errors,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What every load benchmark reports; each adds its throughput, baseline and ratio."""
+
+    options: dict[str, object]
+    store: StoreCheck
+    checks: tuple[Check, ...]
+    problems: tuple[str, ...]
 
 
 def load_problems(errors: Sequence[str], acked: int, expected: int, store: StoreCheck) -> list[str]:

@@ -29,17 +29,18 @@ The parts: ``bench.fleet`` (terminals, frames), ``bench.load`` (the client),
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bench import procs
 from bench.baseline import Baseline, baseline_frames, run_baseline
 from bench.fleet import PlannedFrame, TerminalSpec, make_fleet, plan_fleet, registry_toml
 from bench.load import LoadOutcome, close_links, drive_load, open_links
+from bench.options import LoadOptions, check_load, load_parser
 from bench.procs import Memory
 from bench.report import (
     options_json,
@@ -49,7 +50,7 @@ from bench.report import (
     render_verdicts,
     run_bench,
 )
-from bench.results import Check, Latency, StoreCheck, load_problems, totals
+from bench.results import Check, LoadReport, StoreCheck, Throughput, load_problems, measure
 from bench.store import check_store, wait_forwarded
 
 IDLE_SETTLE_S = 1.0
@@ -61,69 +62,33 @@ TARGET_IDLE_RSS_MB = 80.0
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    terminals: int
-    records_per_frame: int
-    frames_per_terminal: int
-    window: int
+class Options(LoadOptions):
     pipeline_depth: int
     idle: int
     baseline_batch: int
-    baseline_repeats: int
-    seed: int
-    json_path: Path | None
-    keep: bool
-
-    @property
-    def presses(self) -> int:
-        return self.terminals * self.frames_per_terminal * self.records_per_frame
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.tcp", description="TCP benchmark of the smiley-gateway process."
+    parser = load_parser(
+        "tcp",
+        "TCP benchmark of the smiley-gateway process.",
+        terminals=100,
+        frames=40,
+        window_help="unacknowledged frames in flight",
     )
-    parser.add_argument("--terminals", type=int, default=100, help="concurrent terminals")
-    parser.add_argument("--records-per-frame", type=int, default=50, help="records per PRESSES")
-    parser.add_argument("--frames-per-terminal", type=int, default=40, help="PRESSES per terminal")
-    parser.add_argument("--window", type=int, default=4, help="unacknowledged frames in flight")
     parser.add_argument("--pipeline-depth", type=int, default=16, help="gateway tcp.pipeline_depth")
     parser.add_argument("--idle", type=int, default=1000, help="idle terminals (0: skip)")
     parser.add_argument("--baseline-batch", type=int, default=5000, help="rows per txn for (b)")
-    parser.add_argument("--baseline-repeats", type=int, default=3, help="median of N runs")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generated presses")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write results here")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (path printed)")
-    args = parser.parse_args(argv)
-    options = Options(**vars(args))
-    if min(options.terminals, options.frames_per_terminal, options.window) < 1:
-        parser.error("--terminals, --frames-per-terminal and --window must be at least 1")
-    if not 1 <= options.records_per_frame <= 680:
-        parser.error("--records-per-frame must be 1..680")
+    options = Options(**vars(parser.parse_args(argv)))
+    check_load(parser, options)
     if options.idle < 0:
         parser.error("--idle must be at least 0")
-    if min(options.baseline_batch, options.baseline_repeats, options.pipeline_depth) < 1:
-        parser.error("--baseline-batch, --baseline-repeats and --pipeline-depth must be >= 1")
+    if min(options.baseline_batch, options.pipeline_depth) < 1:
+        parser.error("--baseline-batch and --pipeline-depth must be at least 1")
     return options
 
 
 # ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, slots=True)
-class Throughput:
-    presses: int
-    frames: int
-    wall_s: float
-    presses_per_s: float
-    latency: Latency
-    in_flight_presses: int
-    gateway_cpu_s: float
-    gateway_cpu_us_per_press: float
-    generator_cpu_s: float
-    encode_s: float
-    memory: Memory
-    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +103,12 @@ class Idle:
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
-    options: dict[str, object]
+class Report(LoadReport):
     throughput: Throughput
-    store: StoreCheck
     baseline: Baseline
     ratio_per_frame: float
     ratio_batched: float
     idle: Idle | None
-    checks: tuple[Check, ...]
-    problems: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- phases
@@ -156,21 +117,7 @@ class Report:
 def summarize_load(
     outcome: LoadOutcome, options: Options, encode_s: float, memory: Memory
 ) -> Throughput:
-    total = totals(outcome.runs)
-    return Throughput(
-        presses=total.presses,
-        frames=total.frames,
-        wall_s=total.wall_s,
-        presses_per_s=total.presses_per_s,
-        latency=total.latency,
-        in_flight_presses=options.terminals * options.window * options.records_per_frame,
-        gateway_cpu_s=outcome.gateway_cpu_s,
-        gateway_cpu_us_per_press=outcome.gateway_cpu_s * 1e6 / max(1, total.presses),
-        generator_cpu_s=outcome.generator_cpu_s,
-        encode_s=encode_s,
-        memory=memory,
-        errors=outcome.errors,
-    )
+    return measure(outcome, options, encode_s, memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +282,7 @@ async def run(options: Options, root: Path) -> Report:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     procs.raise_fd_limit(2 * max(options.terminals, options.idle) + 256)
-
-    async def bench(root: Path) -> Report:
-        return await run(options, root)
-
+    bench = partial(run, options)
     return run_bench("tcp", bench, render, keep=options.keep, json_path=options.json_path)
 
 
