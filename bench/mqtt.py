@@ -42,21 +42,13 @@ from functools import partial
 from pathlib import Path
 
 from bench import procs
+from bench import report as output
 from bench.errors import BenchError
 from bench.fleet import PlannedFrame, TerminalSpec, make_fleet, plan_fleet, registry_toml
 from bench.mqtt_baseline import Baseline, run_baseline
 from bench.mqtt_load import DOWN_FILTER, LoadOutcome, drive_load, probe
-from bench.options import LoadOptions, check_load, load_parser
+from bench.options import LoadOptions, load_parser, parse_load
 from bench.procs import Memory
-from bench.report import (
-    options_json,
-    render_generator,
-    render_store,
-    render_throughput,
-    render_verdicts,
-    run_bench,
-    share,
-)
 from bench.results import Check, LoadReport, StoreCheck, Throughput, load_problems, measure
 from bench.store import check_store, wait_forwarded
 from firmware_sim.harness import PrivateMosquitto
@@ -83,16 +75,9 @@ class Options(LoadOptions):
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = load_parser(
-        "mqtt",
-        "MQTT benchmark of the smiley-gateway process.",
-        terminals=50,
-        frames=200,
-        window_help="frames per terminal without ACK",
-    )
+    parser = load_parser("mqtt", terminals=50, frames=200)
     parser.add_argument("--max-in-flight", type=int, default=200, help="gateway mqtt.max_in_flight")
-    options = Options(**vars(parser.parse_args(argv)))
-    check_load(parser, options)
+    options = parse_load(parser, Options, argv)
     if not 1 <= options.max_in_flight <= 65535:
         parser.error("--max-in-flight must be 1..65535 (MQTT Receive Maximum)")
     return options
@@ -193,7 +178,7 @@ def evaluate(options: Options, phase: GatewayPhase, baseline: Baseline) -> Repor
         ),
     )
     return Report(
-        options=options_json(options),
+        options=output.options_json(options),
         cpus=os.cpu_count() or 0,
         throughput=phase.throughput,
         store=phase.store,
@@ -216,8 +201,8 @@ def render(report: Report) -> str:
     lines = ["smiley-gateway MQTT benchmark"]
     lines += _render_load(report.options, report.throughput, report.cpus)
     lines += _render_baseline(report)
-    lines += render_store(report.store)
-    lines += render_verdicts(report.checks, report.problems)
+    lines += output.render_store(report.store)
+    lines += output.render_verdicts(report.checks, report.problems)
     return "\n".join(lines)
 
 
@@ -228,11 +213,11 @@ def _render_load(o: dict[str, object], t: MqttThroughput, cpus: int) -> list[str
         f"{o['max_in_flight']}; one aiomqtt client per terminal + one on {DOWN_FILTER}",
         f"                (frames pre-encoded in {t.encode_s:.1f} s; gateway subscribed "
         f"{t.subscribed_after_s:.2f} s after start; neither timed)",
-        *render_throughput(t, "publish -> its ACK read"),
-        f"  broker        CPU {t.broker_cpu_s:.1f} s ({share(t.broker_cpu_s, t.wall_s)})",
-        render_generator(t),
-        f"  others        CPU {t.others_cpu_s:.1f} s ({share(t.others_cpu_s, t.wall_s)}) used by "
-        f"processes outside the bench, of {cpus} CPUs",
+        *output.render_throughput(t, "publish -> its ACK read"),
+        f"  broker        CPU {t.broker_cpu_s:.1f} s ({output.share(t.broker_cpu_s, t.wall_s)})",
+        output.render_generator(t),
+        f"  others        CPU {t.others_cpu_s:.1f} s ({output.share(t.others_cpu_s, t.wall_s)})"
+        f" used by processes outside the bench, of {cpus} CPUs",
     ]
 
 
@@ -246,10 +231,10 @@ def _render_baseline(report: Report) -> list[str]:
         f"(median of {runs})",
         f"                median run: {median.messages:,} messages received in "
         f"{median.wall_s:.2f} s (all published in {median.published_s:.2f} s); CPU "
-        f"subscriber {share(median.subscriber_cpu_s, median.wall_s)}, broker "
-        f"{share(median.broker_cpu_s, median.wall_s)}, generator "
-        f"{share(median.generator_cpu_s, median.wall_s)}, others "
-        f"{share(median.others_cpu_s, median.wall_s)}",
+        f"subscriber {output.share(median.subscriber_cpu_s, median.wall_s)}, broker "
+        f"{output.share(median.broker_cpu_s, median.wall_s)}, generator "
+        f"{output.share(median.generator_cpu_s, median.wall_s)}, others "
+        f"{output.share(median.others_cpu_s, median.wall_s)}",
         f"  ratio         gateway / baseline = {report.ratio:.2f}",
     ]
 
@@ -282,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     procs.raise_fd_limit(2 * options.terminals + 256)
     bench = partial(run, options)
-    return run_bench("mqtt", bench, render, keep=options.keep, json_path=options.json_path)
+    return output.run_bench("mqtt", bench, render, keep=options.keep, json_path=options.json_path)
 
 
 if __name__ == "__main__":

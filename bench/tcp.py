@@ -37,19 +37,12 @@ from functools import partial
 from pathlib import Path
 
 from bench import procs
+from bench import report as output
 from bench.baseline import Baseline, baseline_frames, run_baseline
 from bench.fleet import PlannedFrame, TerminalSpec, make_fleet, plan_fleet, registry_toml
 from bench.load import LoadOutcome, close_links, drive_load, open_links
-from bench.options import LoadOptions, check_load, load_parser
+from bench.options import LoadOptions, load_parser, parse_load
 from bench.procs import Memory
-from bench.report import (
-    options_json,
-    render_generator,
-    render_store,
-    render_throughput,
-    render_verdicts,
-    run_bench,
-)
 from bench.results import Check, LoadReport, StoreCheck, Throughput, load_problems, measure
 from bench.store import check_store, wait_forwarded
 
@@ -69,18 +62,11 @@ class Options(LoadOptions):
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = load_parser(
-        "tcp",
-        "TCP benchmark of the smiley-gateway process.",
-        terminals=100,
-        frames=40,
-        window_help="unacknowledged frames in flight",
-    )
+    parser = load_parser("tcp", terminals=100, frames=40)
     parser.add_argument("--pipeline-depth", type=int, default=16, help="gateway tcp.pipeline_depth")
     parser.add_argument("--idle", type=int, default=1000, help="idle terminals (0: skip)")
     parser.add_argument("--baseline-batch", type=int, default=5000, help="rows per txn for (b)")
-    options = Options(**vars(parser.parse_args(argv)))
-    check_load(parser, options)
+    options = parse_load(parser, Options, argv)
     if options.idle < 0:
         parser.error("--idle must be at least 0")
     if min(options.baseline_batch, options.pipeline_depth) < 1:
@@ -194,7 +180,7 @@ def evaluate(
             )
         )
     return Report(
-        options=options_json(options),
+        options=output.options_json(options),
         throughput=phase.throughput,
         store=phase.store,
         baseline=baseline,
@@ -221,10 +207,10 @@ def render(report: Report) -> str:
     lines = ["smiley-gateway TCP benchmark"]
     lines += _render_load(report.options, report.throughput)
     lines += _render_baseline(report)
-    lines += render_store(report.store)
+    lines += output.render_store(report.store)
     if report.idle is not None:
         lines += _render_idle(report.idle)
-    lines += render_verdicts(report.checks, report.problems)
+    lines += output.render_verdicts(report.checks, report.problems)
     return "\n".join(lines)
 
 
@@ -233,8 +219,8 @@ def _render_load(o: dict[str, object], t: Throughput) -> list[str]:
         f"  load          {o['terminals']} terminals x {o['frames_per_terminal']} frames x "
         f"{o['records_per_frame']} records, window {o['window']} frames, pipeline_depth "
         f"{o['pipeline_depth']} (frames pre-encoded in {t.encode_s:.1f} s, not timed)",
-        *render_throughput(t, "frame sent -> its ACK read"),
-        render_generator(t),
+        *output.render_throughput(t, "frame sent -> its ACK read"),
+        output.render_generator(t),
     ]
 
 
@@ -283,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     procs.raise_fd_limit(2 * max(options.terminals, options.idle) + 256)
     bench = partial(run, options)
-    return run_bench("tcp", bench, render, keep=options.keep, json_path=options.json_path)
+    return output.run_bench("tcp", bench, render, keep=options.keep, json_path=options.json_path)
 
 
 if __name__ == "__main__":
