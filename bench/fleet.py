@@ -23,9 +23,18 @@ class TerminalSpec:
 
 @dataclass(frozen=True, slots=True)
 class PlannedFrame:
+    """A PRESSES frame and its bytes, encoded before the clock starts."""
+
+    frame: Presses
     data: bytes
-    last_seq: int
-    records: tuple[PressRecord, ...]
+
+    @property
+    def last_seq(self) -> int:
+        return self.frame.last_seq
+
+    @property
+    def records(self) -> tuple[PressRecord, ...]:
+        return self.frame.records
 
 
 def make_fleet(size: int) -> tuple[TerminalSpec, ...]:
@@ -79,7 +88,7 @@ def plan_frames(
             for seq in range(first_seq, first_seq + per_frame)
         )
         frame = Presses(spec.terminal_id, now, first_seq, 0, records)
-        frames.append(PlannedFrame(encode(frame, spec.key), frame.last_seq, records))
+        frames.append(PlannedFrame(frame, encode(frame, spec.key)))
     return tuple(frames)
 
 
@@ -94,6 +103,5 @@ def plan_fleet(
     return plans, time.perf_counter() - started
 
 
-def hello_bytes(spec: TerminalSpec, queued: int) -> bytes:
-    hello = Hello(spec.terminal_id, 0x0100, 1, int(time.time()), 0, min(queued, 0xFFFF))
-    return encode(hello, spec.key)
+def hello(spec: TerminalSpec, queued: int) -> Hello:
+    return Hello(spec.terminal_id, 0x0100, 1, int(time.time()), 0, min(queued, 0xFFFF))

@@ -1,9 +1,11 @@
 """The TCP benchmark's load generator: one lean asyncio connection per terminal, no simulator.
 
 Frames are encoded before the clock starts (``bench.fleet``); each link keeps
-``window`` frames unanswered and times every ACK. Any answer that is not the
-ACK of the right seq, a closed connection or 30 s of silence ends that
-terminal's run with its reason.
+``window`` frames unanswered and times every ACK. The session rules (HELLO
+first, then every answer the ACK of the oldest frame in flight) are the
+protocol's own: each link drives a :class:`protocols.terminal_session.TerminalSession`.
+Any answer that breaks them, a NAK, a closed connection or 30 s of silence ends
+that terminal's run with its reason.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from dataclasses import dataclass
 
 from bench import procs
 from bench.errors import BenchError
-from bench.fleet import PlannedFrame, TerminalSpec, hello_bytes
+from bench.fleet import PlannedFrame, TerminalSpec, hello
 from bench.results import TerminalRun
 from firmware_sim.harness import GatewayProcess
-from protocols.constants import FrameType
-from protocols.frames import Ack, Welcome
+from protocols.errors import GatewayViolation
+from protocols.frames import Frame, Welcome, encode
+from protocols.session import Transport
 from protocols.stream import Event, FrameStream
+from protocols.terminal_session import Acked, TerminalSession, Welcomed
 
 READ_SIZE = 65536
 ANSWER_TIMEOUT_S = 30.0
@@ -29,14 +33,15 @@ CONNECT_CONCURRENCY = 100
 
 
 class Link:
-    """One terminal's connection: raw frames out, decoded answers in (lean, no simulator)."""
+    """One terminal's connection: frames out, the session's reading of the answers in."""
 
-    __slots__ = ("_reader", "_stream", "_writer", "spec")
+    __slots__ = ("_reader", "_stream", "_writer", "session", "spec")
 
     def __init__(
         self, spec: TerminalSpec, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.spec = spec
+        self.session = TerminalSession(Transport.TCP, spec.terminal_id)
         self._reader = reader
         self._writer = writer
         self._stream = FrameStream({spec.terminal_id: spec.key}.get)
@@ -49,20 +54,27 @@ class Link:
         )
         link = cls(spec, reader, writer)
         try:
-            link.send(hello_bytes(spec, queued))
+            greeting = hello(spec, queued)
+            link.send(greeting, encode(greeting, spec.key))
             _, events = await link.receive()
-            if len(events) != 1 or not isinstance(events[0], Welcome):
+            answer = link.session.receive(events[0]) if len(events) == 1 else None
+            if not isinstance(answer, Welcomed):
                 raise BenchError(f"terminal {spec.terminal_id}: HELLO answered by {events!r}")
+        except GatewayViolation as exc:
+            await link.close()
+            raise BenchError(f"terminal {spec.terminal_id}: {exc}") from exc
         except BaseException:
             await link.close()
             raise
-        return link, events[0]
+        return link, answer.welcome
 
     @property
     def closed_by_peer(self) -> bool:
         return self._reader.at_eof()
 
-    def send(self, data: bytes) -> None:
+    def send(self, frame: Frame, data: bytes, at: float = 0.0) -> None:
+        """Write ``data``, the encoding of ``frame``, which the session takes as sent ``at``."""
+        self.session.send(frame, at=at)
         self._writer.write(data)
 
     async def flush(self) -> None:
@@ -85,49 +97,34 @@ class Link:
             await self._writer.wait_closed()
 
 
-def ack_problem(event: Event, expected_seq: int) -> str | None:
-    """Why ``event`` is not the ACK of a PRESSES frame ending at ``expected_seq``."""
-    if (
-        isinstance(event, Ack)
-        and event.acked_type == FrameType.PRESSES
-        and event.acked_seq == expected_seq
-    ):
-        return None
-    return f"expected ACK of PRESSES up to seq {expected_seq}, got {event!r}"
-
-
-def match_answers(
-    events: Sequence[Event],
-    frames: Sequence[PlannedFrame],
-    sent_at: Sequence[float],
-    arrived: float,
-    latencies: list[float],
-) -> str | None:
-    """Append one latency per correct ACK, in order; the problem with the first wrong one."""
+def take_answers(session: TerminalSession, events: Sequence[Event], latencies: list[float],
+                 arrived: float) -> str | None:  # fmt: skip
+    """Append one latency per ACK, in order; the problem with the first answer that is not one."""
     for event in events:
-        if len(latencies) == len(sent_at):
-            return f"answer to no frame in flight: {event!r}"
-        problem = ack_problem(event, frames[len(latencies)].last_seq)
-        if problem is not None:
-            return problem
-        latencies.append(arrived - sent_at[len(latencies)])
+        try:
+            answer = session.receive(event)
+        except GatewayViolation as exc:
+            return str(exc)
+        if not isinstance(answer, Acked) or answer.sent is None:
+            return f"expected the ACK of the oldest frame in flight, got {event!r}"
+        latencies.append(arrived - answer.sent.at)
     return None
 
 
 async def pump(link: Link, frames: Sequence[PlannedFrame], window: int) -> TerminalRun:
     """Send ``frames`` keeping ``window`` unanswered; time each ACK; stop at a wrong one."""
-    sent_at: list[float] = []
+    sent = 0
     latencies: list[float] = []
     first_send = last_ack = time.perf_counter()
     error: str | None = None
     try:
         while error is None and len(latencies) < len(frames):
-            while len(sent_at) < len(frames) and len(sent_at) - len(latencies) < window:
-                sent_at.append(time.perf_counter())
-                link.send(frames[len(sent_at) - 1].data)
+            while sent < len(frames) and sent - len(latencies) < window:
+                link.send(frames[sent].frame, frames[sent].data, at=time.perf_counter())
+                sent += 1
             await link.flush()
             last_ack, events = await link.receive()
-            error = match_answers(events, frames, sent_at, last_ack, latencies)
+            error = take_answers(link.session, events, latencies, last_ack)
     except (TimeoutError, EOFError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     acked = len(latencies)

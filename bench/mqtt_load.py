@@ -24,8 +24,10 @@ from bench.fleet import PlannedFrame, TerminalSpec
 from bench.results import TerminalRun
 from firmware_sim.harness import GatewayProcess
 from protocols.constants import FrameType
-from protocols.errors import DecodeError
-from protocols.frames import Ack, Heartbeat, decode, encode
+from protocols.errors import DecodeError, GatewayViolation
+from protocols.frames import Ack, Frame, Heartbeat, decode, encode
+from protocols.session import Transport
+from protocols.terminal_session import Acked, TerminalSession
 
 ANSWER_TIMEOUT_S = 30.0
 DOWN_FILTER = "smiley/v1/+/down"
@@ -86,6 +88,7 @@ class TerminalLoad:
         "last_ack",
         "latencies",
         "sent_at",
+        "session",
         "spec",
         "topic",
         "window",
@@ -94,6 +97,7 @@ class TerminalLoad:
 
     def __init__(self, spec: TerminalSpec, frames: Sequence[PlannedFrame], window: int) -> None:
         self.spec = spec
+        self.session = TerminalSession(Transport.MQTT, spec.terminal_id)
         self.frames = frames
         self.topic = up_topic(spec.terminal_id)
         self.window_size = window
@@ -129,6 +133,7 @@ async def publish_frames(client: aiomqtt.Client, load: TerminalLoad, acked: bool
             await load.window.acquire()
             frame = load.frames[index]
             if acked:
+                load.session.send(frame.frame)
                 load.in_flight[frame.last_seq] = index
             load.sent_at[index] = time.perf_counter()
             await client.publish(load.topic, frame.data, qos=1)
@@ -164,14 +169,18 @@ class AckBook:
             self.fail(f"answer on {topic!r}, a topic of no terminal in the load")
             return
         try:
-            frame = decode(payload, self.keys.get)
+            frame: Frame | DecodeError = decode(payload, self.keys.get)
         except DecodeError as exc:
-            self.fail(f"terminal {terminal_id}: undecodable answer: {exc}")
+            frame = exc
+        try:
+            answer = load.session.receive(frame)  # on MQTT it matches no frame: seqs do, here
+        except GatewayViolation as exc:
+            self.fail(f"terminal {terminal_id}: {exc}")
             return
         index = None
-        if isinstance(frame, Ack) and frame.acked_type == FrameType.PRESSES:
-            index = load.in_flight.pop(frame.acked_seq, None)
-        if index is None or frame.terminal_id != terminal_id:
+        if isinstance(answer, Acked) and answer.ack.acked_type == FrameType.PRESSES:
+            index = load.in_flight.pop(answer.ack.acked_seq, None)
+        if index is None:
             self.fail(f"terminal {terminal_id}: expected the ACK of a frame in flight, {frame!r}")
             return
         load.latencies.append(arrived - load.sent_at[index])
