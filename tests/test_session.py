@@ -7,6 +7,8 @@ Every transition of each table, and the illegal ones: what the gateway decides
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols.constants import FrameType, NakCode
 from protocols.errors import (
@@ -467,3 +469,24 @@ def test_the_two_sides_agree_on_a_whole_tcp_session() -> None:
     assert isinstance(acked, Acked)
     assert acked.sent is not None
     assert acked.sent.last_seq == 122
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(ALL_FRAMES), max_size=12))
+def test_tcp_any_sequence_accepts_only_after_hello_and_stops_at_the_first_close(
+    frames: list[Frame],
+) -> None:
+    session = tcp()
+    greeted = False
+    for frame in frames:
+        decision = session.receive(frame)
+        if isinstance(decision, Accept):
+            assert greeted or isinstance(frame, Hello)
+            greeted = True
+            continue
+        assert decision.close
+        assert session.state is GatewayState.CLOSED
+        assert isinstance(decision.error, NotHello if not greeted else NotAccepted)
+        break
+    else:
+        assert session.state is (GatewayState.OPEN if greeted else GatewayState.AWAITING_HELLO)
