@@ -28,14 +28,15 @@ from typing import Any
 
 import structlog
 
+from gateway.errors import SchemaError
 from gateway.privacy import mask_number
+from gateway.sqlitedb import migrate_sync
 from protocols.constants import MAINS_POWERED
 from protocols.frames import Heartbeat, Hello, Hourly, Presses
 
 log = structlog.get_logger("gateway.fleet_status")
 
 STATUS_FILE = "status.db"
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,8 @@ CREATE TABLE IF NOT EXISTS terminal_status (
     terminal_id INTEGER PRIMARY KEY, {", ".join(f"{n} NUMERIC" for n in _FIELDS[1:])}
 );
 """
+_MIGRATIONS = (_SCHEMA,)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -212,13 +215,11 @@ def save_status(path: Path, rows: Iterable[TerminalStatus], saved_at: float) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     db = _connect(path)
     try:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version not in (0, SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"{path}: status schema {version} is newer than known")
+        try:
+            migrate_sync(db, _MIGRATIONS, "status")
+        except SchemaError as exc:  # as before: the caller logs a database error and goes on
+            raise sqlite3.DatabaseError(f"{path}: {exc}") from exc
         db.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("DELETE FROM terminal_status")
         db.executemany(
             f"INSERT INTO terminal_status ({', '.join(_FIELDS)})"  # noqa: S608 - fixed names

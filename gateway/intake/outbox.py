@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import json
 import operator
-import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -33,16 +32,15 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
-from gateway.errors import OutboxBusy, SchemaError
+from gateway.errors import OutboxBusy
 from gateway.intake.sms_ledger import SmsLedger, insert_rejects
 from gateway.rows import HourCountRow, PressRow, RejectRow
-from gateway.sqlitedb import execute_rows
+from gateway.sqlitedb import execute_rows, migrate
 
 log = structlog.get_logger("gateway.outbox")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
 _SCHEMA_V1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE press (
@@ -109,7 +107,10 @@ CREATE TABLE sms_part (
 CREATE TABLE sms_seen (digest BLOB PRIMARY KEY, received_at_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX sms_seen_time ON sms_seen (received_at_ms);
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# A new outbox names its gateway once, in the transaction that makes it.
+_NAME_GATEWAY = "INSERT INTO meta (name, value) VALUES ('gateway_id', lower(hex(randomblob(8))))"
+_MIGRATIONS = (_SCHEMA_V1 + ";" + _NAME_GATEWAY, _SCHEMA_V2)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT_PRESS = (
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
@@ -481,24 +482,7 @@ async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute("PRAGMA busy_timeout=5000")
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = row[0] if row else 0
-    if version > SCHEMA_VERSION:
-        raise SchemaError(f"outbox schema version {version} is newer than this gateway knows")
-    if version == 0:
-        await db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-    if version < SCHEMA_VERSION:
-        await db.execute("BEGIN IMMEDIATE")
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
-                await db.execute(statement)
-        if version == 0:
-            await db.execute(
-                "INSERT INTO meta (name, value) VALUES ('gateway_id', ?)", (secrets.token_hex(8),)
-            )
-        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        await db.execute("COMMIT")
+    await migrate(db, _MIGRATIONS, "outbox", when_new=[f"PRAGMA page_size={_PAGE_SIZE}"])
     await set_budget(db, max_mb)
 
 
