@@ -47,10 +47,9 @@ import asyncpg
 import httpx
 
 from firmware_sim.harness import ClusterUnavailable, PrivateCluster, free_port
-from gateway.api.db import open_reader
 from gateway.api.tokens import create_token
 from gateway.registry.terminals import Company, Location, Registry, Survey, Terminal
-from gateway.stores import open_store
+from gateway.stores import open_reader, open_store
 from gateway.stores.postgres import ensure_partitions
 
 TARGET_RESULTS_P95_MS = 100.0

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from gateway.api.db import open_reader
-from gateway.api.feedback import Feedback, Selection, _press_query, feedbacks
+from gateway.api.feedback import Feedback, Selection
 from gateway.api.timeutil import Window
 from gateway.rows import PressRow
 from gateway.stores import open_store
+from gateway.stores.read_queries import press_query
 from tests.test_api_support import HELSINKI, MAR_1, MISUSE_INTERVAL, OSLO, REGISTRY, greedy_misuse
 
 TERMINALS = (1001, 1002, 1004, 1005)
@@ -85,11 +86,11 @@ async def test_every_page_is_the_slice_of_the_stream(tmp_path: Path, s: Selectio
         await store.close()
     db = await open_reader(url)
     try:
-        whole = [f async for f in feedbacks(db, s)]
+        whole = [f async for f in db.feedback(s)]
         assert keys(whole) == expected(rows, s)
         assert whole, "the selection must not be empty, or the pages prove nothing"
         for limit, offset in PAGES:
-            page = [f async for f in feedbacks(db, s, limit, offset)]
+            page = [f async for f in db.feedback(s, limit, offset)]
             assert page == whole[offset : offset + limit], (limit, offset)
     finally:
         await db.close()
@@ -135,7 +136,7 @@ async def test_the_store_keeps_planner_statistics_and_pages_use_the_time_index(
     db = await open_reader(url)
     try:
         s = Selection(TERMINALS[:3], Window(MAR_1, MAR_1 + 86400, local=False))
-        sql, args = _press_query(db.dialect, s, 100, 1000)
+        sql, args = press_query(db.dialect, s, 100, 1000)
         plan = [str(row[-1]) for row in await db.fetch(f"EXPLAIN QUERY PLAN {sql}", args)]
     finally:
         await db.close()

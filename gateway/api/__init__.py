@@ -2,10 +2,10 @@
 
 Modules: ``server`` (uvicorn, :func:`serve_api`), ``app`` (the FastAPI app),
 ``v1``/``v2`` (the endpoints), ``auth``/``tokens``/``ratelimit`` (who may ask
-and how often), ``catalog`` (the registry and scopes), ``feedback``/``counts``
-(the store queries), ``metrics`` (Happy Index, buckets), ``timeutil``,
-``output`` (JSON and CSV), ``rows``/``schemas`` (row shapes and their docs),
-``db``/``db_postgres`` (readers for SQLite and PostgreSQL).
+and how often), ``catalog`` (the registry and scopes), ``feedback`` (feedback ids),
+``metrics`` (Happy Index, buckets), ``timeutil``, ``output`` (JSON and CSV),
+``rows``/``schemas`` (row shapes and their docs), ``db`` (the store's reader,
+whose queries live with each store in :mod:`gateway.stores`).
 """
 
 from __future__ import annotations

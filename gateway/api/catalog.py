@@ -146,19 +146,14 @@ class CatalogCache:
 
 
 async def load_catalog(db: Reader) -> Catalog:
-    companies = {r[0]: r[1] for r in await db.fetch("SELECT id, name FROM company")}
+    rows = await db.catalog()
+    companies = {r[0]: r[1] for r in rows.companies}
     locations = {
         int(r[0]): Location(int(r[0]), r[1], r[2], None if r[3] is None else int(r[3]), r[4])
-        for r in await db.fetch("SELECT id, company, name, parent, timezone FROM location")
+        for r in rows.locations
     }
     surveys = {
-        int(r[0]): Survey(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]))
-        for r in await db.fetch(
-            "SELECT id, company, question, locale, scale, misuse_interval_s FROM survey"
-        )
+        int(r[0]): Survey(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows.surveys
     }
-    terminals = {
-        int(r[0]): Terminal(int(r[0]), int(r[1]), int(r[2]), r[3])
-        for r in await db.fetch("SELECT id, location, survey, name FROM terminal")
-    }
+    terminals = {int(r[0]): Terminal(int(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows.terminals}
     return Catalog.build(companies, locations, surveys, terminals)

@@ -8,8 +8,8 @@ from fractions import Fraction
 from math import floor
 from zoneinfo import ZoneInfo
 
-from gateway.api.counts import Count
 from gateway.api.timeutil import DAY_S, format_v1
+from gateway.stores.reads import Count
 
 TRUNCATES = ("hour", "day", "week", "month", "quarter", "year")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.catalog import View
-from gateway.api.feedback import Feedback
+from gateway.api.feedback import Feedback, feedback_id
 from gateway.api.timeutil import format_local, format_utc
 from gateway.registry.terminals import Survey
 
@@ -30,7 +30,7 @@ def option_id(survey: int, option: int) -> int:
 def button_row(f: Feedback, view: View) -> dict[str, Any]:
     terminal = view.terminals[f.terminal_id]
     return {
-        "feedbackId": f.feedback_id,
+        "feedbackId": feedback_id(f),
         "smileyId": f.terminal_id,
         "localTime": format_local(f.utc, f.utc_offset_s),
         "surveyId": terminal.survey,

@@ -11,12 +11,13 @@ import calendar
 import functools
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from gateway.api.errors import BadParameter
+from gateway.stores import reads
 
-MAX_OFFSET_S = 14 * 3600  # the widest UTC offset of any zone
+Window = reads.Window  # what the store's reader selects by
+MAX_OFFSET_S = reads.WIDEST_UTC_OFFSET_S
 DAY_S = 86400
 PERIOD_PATTERN = (
     r"^(today|yesterday|this-week|last-week|this-month|last-month|this-year|last-year"
@@ -24,15 +25,6 @@ PERIOD_PATTERN = (
 )
 _PERIOD = re.compile(PERIOD_PATTERN, re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """start <= t < end, in Unix seconds; ``local``: t is the wall-clock time read as UTC."""
-
-    start: int
-    end: int
-    local: bool
 
 
 def day_seconds(d: date) -> int:

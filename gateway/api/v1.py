@@ -20,9 +20,8 @@ from starlette.responses import Response
 from gateway.api import schemas
 from gateway.api.auth import Principal
 from gateway.api.catalog import View
-from gateway.api.counts import counts, first_seen
 from gateway.api.errors import NotFound
-from gateway.api.feedback import Selection, feedbacks
+from gateway.api.feedback import Selection, feedback_id
 from gateway.api.metrics import buckets
 from gateway.api.output import json_response, json_stream
 from gateway.api.routing import get_and_head
@@ -124,7 +123,7 @@ def _root(view: View, seen: dict[int, int] | None) -> dict[str, Any]:
 async def _seen(request: Request, view: View, wanted: bool) -> dict[int, int] | None:
     if not wanted:
         return None
-    return await first_seen(api_state(request).db, sorted(view.terminals))
+    return await api_state(request).db.first_seen(sorted(view.terminals))
 
 
 SurveysFlag = Annotated[bool, Query(description="true: leaf folders list their surveys")]
@@ -172,7 +171,7 @@ async def children(
 @_get("/surveys/{key}", responses=schemas.ok(schemas.V1Survey))
 async def survey(request: Request, key: str, principal: Auth) -> Response:
     target = _resolve_survey(principal.view, key)
-    seen = await first_seen(api_state(request).db, target.terminals)
+    seen = await api_state(request).db.first_seen(target.terminals)
     return json_response(target.describe(seen))
 
 
@@ -197,8 +196,8 @@ async def results(
     target = _resolve_survey(principal.view, key)
     window = v1_window(date_start, date_end)
     everywhere = principal.view.catalog.terminals_of(target.survey.id)
-    found = await counts(
-        api_state(request).db, target.terminals, [target.survey.id], window,
+    found = await api_state(request).db.counts(
+        target.terminals, [target.survey.id], window,
         include_misuse=includeMisuse, grain="hour" if truncate == "hour" else "day",
         whole_survey=set(target.terminals) == everywhere,
     )  # fmt: skip
@@ -219,9 +218,9 @@ async def rawresults(
     selection = Selection(target.terminals, v1_window(date_start, date_end), include_misuse=True)
 
     async def rows() -> AsyncIterator[dict[str, Any]]:
-        async for f in feedbacks(api_state(request).db, selection):
+        async for f in api_state(request).db.feedback(selection):
             yield {
-                "feedbackId": f.feedback_id,
+                "feedbackId": feedback_id(f),
                 "ts": format_v1(f.utc, f.utc_offset_s),
                 "utcTime": format_utc(f.utc),
                 "timePrecision": "hour" if f.precision == "hour" else "second",
@@ -253,9 +252,9 @@ async def followup(
     )
 
     async def rows() -> AsyncIterator[dict[str, Any]]:
-        async for f in feedbacks(api_state(request).db, selection):
+        async for f in api_state(request).db.feedback(selection):
             yield {
-                "feedbackId": f.feedback_id,
+                "feedbackId": feedback_id(f),
                 "ts": format_v1(f.utc, f.utc_offset_s),
                 "utcTime": format_utc(f.utc),
                 "buttonIndex": max(0, f.button - 1),

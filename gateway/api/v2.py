@@ -12,8 +12,7 @@ from starlette.responses import Response
 from gateway.api import schemas
 from gateway.api.auth import Principal
 from gateway.api.catalog import View
-from gateway.api.counts import counts
-from gateway.api.feedback import Feedback, Selection, feedbacks
+from gateway.api.feedback import Feedback, Selection
 from gateway.api.metrics import happy_index
 from gateway.api.output import csv_response, csv_stream, json_response, table_response
 from gateway.api.routing import get_and_head
@@ -167,10 +166,10 @@ async def _feedback_list(
     to_row = followup_row if followups else button_row
     columns = FOLLOWUP_COLUMNS if followups else BUTTON_COLUMNS
     if fmt == "csv" and q.limit is None:
-        rows = _rows(feedbacks(db, selection, None, q.offset), view, to_row)
+        rows = _rows(db.feedback(selection, None, q.offset), view, to_row)
         return csv_stream(columns, rows, q.separator, {"X-More-Available": "false"})
     limit = DEFAULT_LIMIT if q.limit is None else q.limit
-    page = [r async for r in _rows(feedbacks(db, selection, limit + 1, q.offset), view, to_row)]
+    page = [r async for r in _rows(db.feedback(selection, limit + 1, q.offset), view, to_row)]
     more = len(page) > limit
     headers = {"X-More-Available": "true" if more else "false"}
     if more:
@@ -213,8 +212,8 @@ async def happy_index_list(
     view = principal.view
     terminal_ids = _terminals(view, q.survey, q.point)
     survey_of = {t: view.terminals[t].survey for t in terminal_ids}
-    found = await counts(
-        api_state(request).db, terminal_ids, sorted(set(survey_of.values())), q.window,
+    found = await api_state(request).db.counts(
+        terminal_ids, sorted(set(survey_of.values())), q.window,
         include_misuse=q.include_misuse,
     )  # fmt: skip
     per_survey: dict[int, list[int]] = {}

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from gateway.errors import RegistryError, StoreError
 from gateway.registry.terminals import Registry, parse_registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
+from gateway.stores.schema import REGISTRY_COLUMNS
 from gateway.timekeeping import format_local
 
 
@@ -56,15 +57,6 @@ class ImportSummary:
     added: int
     changed: int
     unchanged: int
-
-
-REGISTRY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "company": ("id", "name"),
-    "location": ("id", "company", "name", "parent", "timezone"),
-    "survey": ("id", "company", "question", "locale", "scale", "misuse_interval_s"),
-    "terminal": ("id", "key", "location", "survey", "name", "phone"),
-}
-"""The registry tables of every store, their columns in this order."""
 
 
 def registry_rows(registry: Registry) -> dict[str, list[tuple[Any, ...]]]:

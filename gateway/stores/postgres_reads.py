@@ -1,4 +1,4 @@
-"""The query API's reader over the PostgreSQL store: an asyncpg pool, read-only transactions."""
+"""The PostgreSQL store's reader: an asyncpg pool, streams in read-only transactions."""
 
 from __future__ import annotations
 
@@ -11,14 +11,28 @@ from typing import Any, TypeAlias, cast
 import asyncpg
 import asyncpg.pool
 
-from gateway.api.db import STREAM_CHUNK, Dialect, Row
 from gateway.errors import ConfigError, StoreError
+from gateway.stores.reads import STREAM_CHUNK, Dialect, Query, Row
+from gateway.stores.schema import API_TOKEN, HOURLY, PRESS, PRESS_HOURLY_SURVEY
+from gateway.stores.sql_reader import SqlReader
 
 _Pool: TypeAlias = "asyncpg.pool.Pool[asyncpg.Record]"
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _PLACEHOLDER = re.compile(r"\?")
 _POOL_SIZE = 8
 _COMMAND_TIMEOUT_S = 60.0
+_TOKEN_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {API_TOKEN} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    client_id text NOT NULL UNIQUE,
+    token_sha256 text NOT NULL UNIQUE,
+    company text NOT NULL,
+    scope bigint,
+    name text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint,
+    revoked_at bigint
+)"""
 
 
 def numbered(sql: str) -> str:
@@ -27,7 +41,11 @@ def numbered(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
-class PgReader:
+class PgReader(SqlReader):
+    """A :class:`~gateway.stores.reads.StoreReader` on a PostgreSQL store."""
+
+    token_table_sql = _TOKEN_TABLE
+
     def __init__(self, pool: _Pool, dialect: Dialect) -> None:
         self._pool = pool
         self.dialect = dialect
@@ -50,12 +68,13 @@ class PgReader:
         try:
             misuse = await pool.fetchval(
                 "SELECT count(*) FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = 'press'"
-                " AND column_name = 'misuse'"
+                " WHERE table_schema = current_schema() AND table_name = $1"
+                " AND column_name = 'misuse'",
+                PRESS,
             )
-            hourly = await pool.fetchval("SELECT to_regclass('hourly') IS NOT NULL")
+            hourly = await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", HOURLY)
             per_survey = await pool.fetchval(
-                "SELECT to_regclass('press_hourly_survey') IS NOT NULL"
+                "SELECT to_regclass($1) IS NOT NULL", PRESS_HOURLY_SURVEY
             )
         except _DB_ERRORS as exc:
             await pool.close()
@@ -70,9 +89,7 @@ class PgReader:
             raise StoreError(f"postgresql store: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def streams(
-        self, queries: Sequence[tuple[str, Sequence[Any]]]
-    ) -> AsyncIterator[list[AsyncIterator[Row]]]:
+    async def streams(self, queries: Sequence[Query]) -> AsyncIterator[list[AsyncIterator[Row]]]:
         """Server-side cursors in read-only transactions, a chunk at a time."""
         try:
             async with contextlib.AsyncExitStack() as stack:
