@@ -8,8 +8,13 @@ Hierarchy::
     ├── OutboxBusy         the outbox cannot commit now (disk full, I/O error, budget)
     ├── StoreError         the central store refused or could not be reached
     ├── SchemaError        a database was written by a newer gateway
-    └── ModemError         the modem refused a command, or its port closed
-        └── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
+    ├── ModemError         the modem refused a command, or its port closed
+    │   └── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
+    └── ApiError           a query API request refused with an HTTP status (gateway/api/errors.py)
+        ├── BadParameter   400, naming the query parameter at fault
+        ├── NotFound       404, absent or outside the credential's scope
+        ├── Unauthorized   401, no usable credential (gateway/api/auth.py)
+        └── TooManyRequests 429, over the rate limit (gateway/api/auth.py)
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Errors the API answers with: an HTTP status, a message and the parameter at fault."""
+"""Errors the API answers with: an HTTP status, a message and the parameter at fault.
+
+Part of the gateway's one hierarchy (see :mod:`gateway.errors`).
+"""
 
 from __future__ import annotations
 
+from gateway.errors import GatewayError
 
-class ApiError(Exception):
+
+class ApiError(GatewayError):
     """Answered as ``{"status", "error", "parameter"}`` JSON with ``status``."""
 
     def __init__(self, status: int, message: str, parameter: str | None = None) -> None:
