@@ -11,7 +11,8 @@ import pytest
 
 from gateway.errors import OutboxBusy, SchemaError
 from gateway.intake.forwarder import Forwarder
-from gateway.intake.outbox import _SCHEMA_V1, Backlog, Outbox
+from gateway.intake.outbox import Backlog, Outbox
+from gateway.intake.outbox_schema import SCHEMA_V1
 from gateway.intake.sms_ledger import SmsLedger
 from gateway.rows import PressRow
 from gateway.stores.sqlite import SqliteStore
@@ -163,7 +164,7 @@ async def test_forwarding_under_load_moves_each_row_once(tmp_path: Path) -> None
 async def test_a_version_1_outbox_is_upgraded_with_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     old = sqlite3.connect(path)
-    old.executescript(_SCHEMA_V1)
+    old.executescript(SCHEMA_V1)
     old.execute("INSERT INTO meta VALUES ('gateway_id', 'cafe')")
     old.execute(
         "INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"

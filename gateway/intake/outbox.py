@@ -23,7 +23,6 @@ import itertools
 import json
 import operator
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,84 +32,14 @@ import aiosqlite
 import structlog
 
 from gateway.errors import OutboxBusy
+from gateway.intake.outbox_schema import has_json, load_state, prepare
 from gateway.intake.sms_ledger import SmsLedger, insert_rejects
 from gateway.rows import HourCountRow, PressRow, RejectRow
-from gateway.sqlitedb import execute_rows, migrate
+from gateway.sqlitedb import execute_rows
 
 log = structlog.get_logger("gateway.outbox")
 
 T = TypeVar("T")
-
-_SCHEMA_V1 = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE press (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    terminal_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    occurred_at INTEGER NOT NULL,
-    utc_offset_s INTEGER NOT NULL,
-    button INTEGER NOT NULL,
-    followup INTEGER NOT NULL,
-    clock_corrected INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    UNIQUE (terminal_id, seq)
-);
-CREATE TABLE rejected (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    peer TEXT NOT NULL,
-    terminal_id INTEGER,
-    seq INTEGER,
-    reason TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    raw BLOB NOT NULL
-);
-CREATE UNIQUE INDEX rejected_record ON rejected (terminal_id, seq, reason) WHERE seq IS NOT NULL;
-CREATE TABLE terminal_seq (terminal_id INTEGER PRIMARY KEY, max_seq INTEGER NOT NULL);
-"""
-# Version 2: SMS. hour_count is forwarded like press; the sms_ tables stay here
-# (gateway/transports/sms.py): batches seen, parts waiting for the rest of their
-# message, and digests of messages already taken, so that a message read twice
-# (an indication repeated, routed and stored, or not deleted before a crash) is
-# taken once.
-_SCHEMA_V2 = """
-CREATE TABLE hour_count (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    terminal_id INTEGER NOT NULL,
-    hour INTEGER NOT NULL,
-    utc_offset_s INTEGER NOT NULL,
-    button INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    batch_seq INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    received_at_ms INTEGER NOT NULL
-);
-CREATE TABLE sms_batch (
-    terminal_id INTEGER NOT NULL,
-    batch_seq INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (terminal_id, batch_seq)
-) WITHOUT ROWID;
-CREATE TABLE sms_part (
-    sender TEXT NOT NULL,
-    reference INTEGER NOT NULL,
-    reference_bits INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    part INTEGER NOT NULL,
-    pdu BLOB NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (sender, reference, reference_bits, total, part)
-) WITHOUT ROWID;
-CREATE TABLE sms_seen (digest BLOB PRIMARY KEY, received_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX sms_seen_time ON sms_seen (received_at_ms);
-"""
-# A new outbox names its gateway once, in the transaction that makes it.
-_NAME_GATEWAY = "INSERT INTO meta (name, value) VALUES ('gateway_id', lower(hex(randomblob(8))))"
-_MIGRATIONS = (_SCHEMA_V1 + ";" + _NAME_GATEWAY, _SCHEMA_V2)
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT_PRESS = (
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
@@ -134,7 +63,6 @@ _UPSERT_SEQ = (
     "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
     " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
 )
-_PAGE_SIZE = 4096
 _TERMINAL_ID = operator.itemgetter(0)  # of a PressRow
 _SEQ = operator.itemgetter(1)
 
@@ -241,10 +169,10 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await _prepare(writer, max_mb)
-            gateway_id, max_seqs = await _load_state(writer)
+            await prepare(writer, max_mb)
+            gateway_id, max_seqs = await load_state(writer)
             if json_rows is None:
-                json_rows = await _has_json(writer)
+                json_rows = await has_json(writer)
             reader = await aiosqlite.connect(path, isolation_level=None)
         except BaseException:
             await writer.close()
@@ -476,45 +404,6 @@ def _rows_in(job: _Commit | _Delete | _Apply) -> int:
     if isinstance(job, _Delete):
         return len(job.reject_ids) + 1
     return 1
-
-
-async def _prepare(db: aiosqlite.Connection, max_mb: int) -> None:
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=FULL")
-    await db.execute("PRAGMA busy_timeout=5000")
-    await migrate(db, _MIGRATIONS, "outbox", when_new=[f"PRAGMA page_size={_PAGE_SIZE}"])
-    await set_budget(db, max_mb)
-
-
-async def set_budget(db: aiosqlite.Connection, max_mb: int) -> None:
-    """Cap the outbox file; SQLite then refuses inserts past it with SQLITE_FULL."""
-    async with db.execute("PRAGMA page_size") as cursor:
-        row = await cursor.fetchone()
-    page_size = row[0] if row else _PAGE_SIZE
-    await db.execute(f"PRAGMA max_page_count={max(1, max_mb * 1024 * 1024 // page_size)}")
-
-
-async def _has_json(db: aiosqlite.Connection) -> bool:
-    """Whether this SQLite has the JSON functions (built in since 3.38, optional before)."""
-    try:
-        async with db.execute("SELECT json_extract('[1]', '$[0]')") as cursor:
-            row = await cursor.fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return row is not None and row[0] == 1
-
-
-async def _load_state(db: aiosqlite.Connection) -> tuple[str, dict[int, int]]:
-    async with db.execute("SELECT value FROM meta WHERE name = 'gateway_id'") as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    async with db.execute("SELECT terminal_id, max_seq FROM terminal_seq") as cursor:
-        seqs: dict[int, int] = {tid: seq for tid, seq in await cursor.fetchall()}  # noqa: C416
-    return str(row[0]), seqs
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _busy(cause: BaseException) -> OutboxBusy:
