@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import Generator
 
 import structlog
 import uvicorn
@@ -15,26 +13,11 @@ from gateway.api.db import Reader, open_reader
 from gateway.api.tokens import ensure_table
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, StoreError
+from gateway.http_server import QuietServer
 from gateway.registry.config import ApiSection, Config, parse_listen, parse_rate_limit
 from gateway.stores import open_store
 
 log = structlog.get_logger("gateway.api")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller's stop event ends it."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.listening.set()
 
 
 async def open_api_reader(config: Config) -> Reader:
@@ -94,7 +77,7 @@ async def serve_api(
         await db.close()
 
 
-async def _run(server: _Server, listen: str) -> None:
+async def _run(server: QuietServer, listen: str) -> None:
     try:
         await server.serve()
     except SystemExit:  # uvicorn exits when it cannot bind; a gateway must not
@@ -114,11 +97,11 @@ async def _open(config: Config, stop: asyncio.Event) -> Reader | None:
     return None
 
 
-def build_server(section: ApiSection, db: Reader) -> _Server:
+def build_server(section: ApiSection, db: Reader) -> QuietServer:
     host, port = parse_listen("api.listen", section.listen)
     app = create_app(db, parse_rate_limit("api.rate_limit", section.rate_limit))
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
         server_header=False,
     )  # fmt: skip
-    return _Server(config)
+    return QuietServer(config)

@@ -20,9 +20,7 @@ Served by uvicorn on ``health.listen``, on the gateway's event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import Iterator
 
 import structlog
 import uvicorn
@@ -32,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway.http_server import QuietServer
 from gateway.ops.metrics import OperationsView, metrics_registry
 from gateway.registry.config import parse_listen
 
@@ -82,21 +81,13 @@ def health_app(ops: OperationsView) -> Starlette:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway owns SIGTERM and SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class HealthServer:
     """uvicorn serving ``app`` on a socket bound before start (so the port is known)."""
 
     def __init__(self, app: Starlette, listen: str) -> None:
         self._app = app
         self._listen = listen
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -114,7 +105,7 @@ class HealthServer:
             log_level="warning",
             timeout_graceful_shutdown=2,
         )
-        self._server = _Server(config)
+        self._server = QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="health-http")
         log.info("health_listening", listen=self._listen, port=self.port)
 
