@@ -32,7 +32,15 @@ import aiosqlite
 import structlog
 
 from gateway.errors import OutboxBusy
-from gateway.intake.outbox_schema import has_json, load_state, prepare
+from gateway.intake.outbox_schema import (
+    INSERT_PRESS,
+    PENDING_PRESS,
+    PENDING_PRESS_JSON,
+    UPSERT_SEQ,
+    has_json,
+    load_state,
+    prepare,
+)
 from gateway.intake.sms_ledger import SmsLedger, insert_rejects
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.sqlitedb import execute_rows
@@ -41,28 +49,6 @@ log = structlog.get_logger("gateway.outbox")
 
 T = TypeVar("T")
 
-_INSERT_PRESS = (
-    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
-    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-_PENDING_PRESS = (
-    "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup, clock_corrected,"
-    " transport, received_at_ms FROM press WHERE id > ? ORDER BY id LIMIT ?"
-)
-# The same rows as one JSON text (see _pending_presses), each a PressRow's values
-# (clock_corrected a JSON boolean), and the highest id.
-_PENDING_PRESS_JSON = (
-    "SELECT json_group_array(json_array(terminal_id, seq, occurred_at, utc_offset_s, button,"
-    " followup, json(CASE WHEN clock_corrected THEN 'true' ELSE 'false' END), transport,"
-    " received_at_ms)),"
-    " max(id) FROM (SELECT * FROM press WHERE id > ? ORDER BY id LIMIT ?)"
-)
-_UPSERT_SEQ = (
-    "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
-    " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
-)
 _TERMINAL_ID = operator.itemgetter(0)  # of a PressRow
 _SEQ = operator.itemgetter(1)
 
@@ -260,13 +246,13 @@ class Outbox:
         """The next ``limit`` presses after the last forwarded one, and the highest id of them."""
         after = self._forwarded_press_id
         if not self._json:
-            async with self._reader.execute(_PENDING_PRESS, (after, limit)) as cursor:
+            async with self._reader.execute(PENDING_PRESS, (after, limit)) as cursor:
                 rows = list(await cursor.fetchall())
             return [_press_row(row) for row in rows], rows[-1][0] if rows else None
         # One JSON text for the batch: fetching row by row gives up and takes back
         # the GIL at each row, as executemany does (see execute_rows); and the
         # rows become PressRows in C, without a Python step per row.
-        async with self._reader.execute(_PENDING_PRESS_JSON, (after, limit)) as cursor:
+        async with self._reader.execute(PENDING_PRESS_JSON, (after, limit)) as cursor:
             row = await cursor.fetchone()
         assert row is not None  # an aggregate always has its row
         values: list[list[Any]] = json.loads(row[0])
@@ -362,11 +348,11 @@ class Outbox:
         await db.execute("BEGIN IMMEDIATE")
         inserted = 0
         if presses:
-            inserted = await execute_rows(db, _INSERT_PRESS, presses)  # resends are not
+            inserted = await execute_rows(db, INSERT_PRESS, presses)  # resends are not
         if rejects:
             await insert_rejects(db, rejects)
         if seqs:
-            await execute_rows(db, _UPSERT_SEQ, list(seqs.items()))
+            await execute_rows(db, UPSERT_SEQ, list(seqs.items()))
         await db.execute("COMMIT")
         for terminal_id, seq in seqs.items():
             self._max_seqs[terminal_id] = max(seq, self._max_seqs.get(terminal_id, -1))

@@ -1,4 +1,4 @@
-"""The outbox's file: its schema, migrations, durability settings and disk budget.
+"""The outbox's file: its schema and statements, migrations, durability settings and budget.
 
 See :mod:`gateway.intake.outbox` for why WAL with ``synchronous=FULL``.
 """
@@ -83,6 +83,30 @@ CREATE INDEX sms_seen_time ON sms_seen (received_at_ms);
 _NAME_GATEWAY = "INSERT INTO meta (name, value) VALUES ('gateway_id', lower(hex(randomblob(8))))"
 MIGRATIONS = (SCHEMA_V1 + ";" + _NAME_GATEWAY, SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+INSERT_PRESS = (
+    "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
+    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+PENDING_PRESS = (
+    "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup, clock_corrected,"
+    " transport, received_at_ms FROM press WHERE id > ? ORDER BY id LIMIT ?"
+)
+# The same rows as one JSON text (see _pending_presses), each a PressRow's values
+# (clock_corrected a JSON boolean), and the highest id.
+PENDING_PRESS_JSON = (
+    "SELECT json_group_array(json_array(terminal_id, seq, occurred_at, utc_offset_s, button,"
+    " followup, json(CASE WHEN clock_corrected THEN 'true' ELSE 'false' END), transport,"
+    " received_at_ms)),"
+    " max(id) FROM (SELECT * FROM press WHERE id > ? ORDER BY id LIMIT ?)"
+)
+UPSERT_SEQ = (
+    "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
+    " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"
+)
 
 
 async def prepare(db: aiosqlite.Connection, max_mb: int) -> None:
