@@ -418,6 +418,13 @@ async def test_connections_terminated_mid_transaction_then_recovered_exactly_onc
             finally:
                 stop.set()
                 killed = await killer
+            # A write cut in its transaction fails in the forwarder a moment later:
+            # wait for that, rather than read the count while it may be on its way.
+            deadline = time.monotonic() + 10
+            while gateway.forwarder.failures == failures_after_cuts and sum(killed.values()):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
         failures = gateway.forwarder.failures
         await drained(gateway)
     assert cut == 5
