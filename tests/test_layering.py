@@ -69,7 +69,7 @@ GRAPH = {name: imported(path) for name, path in ALL_MODULES.items()}
 
 
 def top(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 @pytest.mark.parametrize(

@@ -421,7 +421,7 @@ async def test_connections_terminated_mid_transaction_then_recovered_exactly_onc
             # A write cut in its transaction fails in the forwarder a moment later:
             # wait for that, rather than read the count while it may be on its way.
             deadline = time.monotonic() + 10
-            while gateway.forwarder.failures == failures_after_cuts and sum(killed.values()):
+            while gateway.forwarder.failures == failures_after_cuts and killed.total() > 0:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
