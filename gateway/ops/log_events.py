@@ -81,6 +81,11 @@ EVENTS: dict[str, tuple[str, str]] = {
         "mqtt",
         "check the broker (mqtt.url), the gateway's broker account and the network",
     ),
+    "mqtt_packet_too_large": (
+        "mqtt",
+        "the broker ignores the Maximum Packet Size the gateway sent: update or configure it"
+        " (message_size_limit) so it drops such messages",
+    ),
     "sd_notify_failed": (
         "watchdog",
         "check the unit has Type=notify and NotifyAccess=main; systemd may restart the service",

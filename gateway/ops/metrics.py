@@ -216,6 +216,11 @@ def _mqtt_flow_metrics(flow: MqttFlowView) -> Iterator[Metric]:
         "Answers sent at QoS 0 while reading was held with the broker's window full",
         value=flow.answers_qos0,
     )
+    yield CounterMetricFamily(
+        "smiley_mqtt_packets_too_large",
+        "Broker connections dropped for a packet over the Maximum Packet Size sent in CONNECT",
+        value=flow.packets_too_large,
+    )
 
 
 def metrics_registry(ops: OperationsView) -> CollectorRegistry:

@@ -44,6 +44,10 @@ UP_TOPICS = "smiley/v1/+/up"
 # MQTT v5 section 3.2.2.3.3: a CONNACK that names no Receive Maximum means this.
 DEFAULT_RECEIVE_MAXIMUM = 65535
 PUBLISH_COMMAND = 0x30  # MQTT fixed header: packet type 3 in the high nibble
+# The largest packet the gateway takes, sent as Maximum Packet Size in CONNECT: a
+# frame of the protocol is at most 4 KiB, so 64 KiB leaves an oversize or garbled
+# frame room to reach the quarantine, and bounds what 200 messages in flight cost.
+MAX_PACKET_BYTES = 65_536
 
 Reply = tuple[int, bytes]
 """An answer: the terminal whose down topic it goes to, and the frame's bytes."""
@@ -68,6 +72,8 @@ class FlowCounters:
     """Times reading stopped because ``unacked`` reached ``mqtt.max_in_flight``."""
     answers_qos0: int = 0
     """Answers sent at QoS 0: reading had stopped with the broker's window full (see _Link)."""
+    packets_too_large: int = 0
+    """Connections dropped for a packet over MAX_PACKET_BYTES (a broker ignoring our limit)."""
 
 
 class _Link:
@@ -233,8 +239,17 @@ class _Link:
                 self._broken(exc)
 
     def _gated_recv(self, bufsize: int) -> bytes:
-        """paho's ``_sock_recv``, refusing to start a PUBLISH while the gateway holds its bound."""
-        starting = self._reach_in_packet()["command"] == 0
+        """paho's ``_sock_recv``, refusing to start a PUBLISH while the gateway holds its bound,
+        and a packet over MAX_PACKET_BYTES before paho reads (and allocates) its body."""
+        packet = self._reach_in_packet()
+        starting = packet["command"] == 0
+        if packet["have_remaining"] and packet["remaining_length"] > MAX_PACKET_BYTES:
+            # MQTT v5 section 3.1.2.11.4: a broker must not send it; one that does
+            # loses the connection, as for any protocol error (reconnect with backoff).
+            self.flow.packets_too_large += 1
+            log.warning("mqtt_packet_too_large", size=packet["remaining_length"],
+                        limit=MAX_PACKET_BYTES)  # fmt: skip
+            raise ConnectionAbortedError("MQTT packet over Maximum Packet Size")
         if starting and self._unacked >= self._max_in_flight and self._publish_next():
             self._refused = True
             raise BlockingIOError
@@ -334,6 +349,7 @@ class MqttConnection:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = s.session_expiry_s
         properties.ReceiveMaximum = s.max_in_flight
+        properties.MaximumPacketSize = MAX_PACKET_BYTES
         return aiomqtt.Client(
             host,
             port,
