@@ -6,18 +6,20 @@ import asyncio
 import contextlib
 
 import structlog
-import uvicorn
 
 from gateway.api.app import create_app
 from gateway.api.db import Reader, open_reader
 from gateway.api.tokens import ensure_table
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, StoreError
-from gateway.http_server import QuietServer
+from gateway.http_server import QuietServer, bounded_config
 from gateway.registry.config import ApiSection, Config, parse_listen, parse_rate_limit
 from gateway.stores import open_store
 
 log = structlog.get_logger("gateway.api")
+
+# The API only reads (GET): a request has no business with a body.
+MAX_QUERY_BODY = 8 * 1024
 
 
 async def open_api_reader(config: Config) -> Reader:
@@ -100,8 +102,8 @@ async def _open(config: Config, stop: asyncio.Event) -> Reader | None:
 def build_server(section: ApiSection, db: Reader) -> QuietServer:
     host, port = parse_listen("api.listen", section.listen)
     app = create_app(db, parse_rate_limit("api.rate_limit", section.rate_limit))
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-        server_header=False,
+    config = bounded_config(
+        app, max_body=MAX_QUERY_BODY, max_connections=section.max_connections, host=host,
+        port=port,
     )  # fmt: skip
     return QuietServer(config)

@@ -23,18 +23,20 @@ import asyncio
 import socket
 
 import structlog
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.http_server import QuietServer
+from gateway.http_server import QuietServer, bounded_config
 from gateway.ops.metrics import OperationsView, metrics_registry
 from gateway.registry.config import parse_listen
 
 log = structlog.get_logger("gateway.health")
+
+# A scraper, a probe and an operator's curl: a few connections, never a crowd.
+MAX_CONNECTIONS = 32
 
 # --- HTTP ---------------------------------------------------------------------------
 
@@ -97,13 +99,8 @@ class HealthServer:
         sock = socket.create_server((host, port), family=family, reuse_port=False)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
+        config = bounded_config(
+            self._app, max_body=0, max_connections=MAX_CONNECTIONS, timeout_graceful_shutdown=2
         )
         self._server = QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="health-http")

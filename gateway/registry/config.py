@@ -95,6 +95,7 @@ class SmsSection:
 class ApiSection:
     listen: str = "127.0.0.1:8080"
     rate_limit: str = "600/minute"  # per token
+    max_connections: int = 256  # connections and requests at once; 503 beyond (memory bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +283,8 @@ def validate_config(config: Config) -> None:
     if config.api is not None:
         parse_listen("api.listen", config.api.listen)
         parse_rate_limit("api.rate_limit", config.api.rate_limit)
+        if config.api.max_connections < 1:
+            raise ConfigError("api.max_connections", "must be at least 1")
     if config.health is not None:
         parse_listen("health.listen", config.health.listen)
     if g.registry is not None and not config.path(g.registry).is_file():
