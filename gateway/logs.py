@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from gateway.ops.log_events import RepeatLimiter, add_operator_hints
+from gateway.ops.log_events import FieldLimiter, RepeatLimiter, add_operator_hints
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -23,6 +23,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             add_operator_hints,  # component and action on warnings and errors
             RepeatLimiter(),  # bounded volume under a flood of identical warnings
+            FieldLimiter(),  # bounded size of each line, whatever a peer sent
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 import structlog
 
 from firmware_sim.harness import GatewayProcess, free_port
-from gateway.ops.log_events import EVENTS, RepeatLimiter, add_operator_hints
+from gateway.ops.log_events import EVENTS, FieldLimiter, RepeatLimiter, add_operator_hints
 from protocols.frames import Hello
 from tests.support import KEYS, RawTerminal, seal, write_config
 
@@ -88,6 +90,30 @@ def test_repeat_limiter_counts_what_it_drops() -> None:
     }
     assert limiter.suppressed_total == 8
     assert log("frame_refused", terminal_id=1)  # a new window
+
+
+def test_field_limiter_cuts_long_text_and_bytes_and_says_by_how_much() -> None:
+    limiter = FieldLimiter(max_chars=10)
+    line = limiter(None, "warning", {"event": "e", "topic": "t" * 25, "raw": b"\x01" * 8, "n": 7})
+    assert line == {"event": "e", "topic": "t" * 10 + "...(+15 chars)",
+                    "raw": "01" * 5 + "...(+6 chars)", "n": 7}  # fmt: skip
+
+
+def test_a_line_of_the_gateway_stays_small_whatever_a_peer_sent() -> None:
+    # The logging the gateway configures at its entry point, in a process of its own.
+    script = (
+        "import structlog; from gateway.logs import configure_logging;"
+        "configure_logging('json'); structlog.get_logger().warning("
+        "'frame_refused', error='x' * 1_000_000, payload=b'\\xff' * 100_000)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    (line,) = done.stderr.splitlines()
+    entry = json.loads(line)
+    assert entry["error"].endswith("...(+998976 chars)")
+    assert entry["payload"].endswith("...(+198976 chars)")
+    assert len(line) < 3000
 
 
 def test_a_late_line_carries_the_count_when_no_flush_ran() -> None:

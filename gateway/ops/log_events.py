@@ -254,3 +254,26 @@ def emit_summaries(limiter: RepeatLimiter, logger: Any, *, final: bool = False) 
     for summary in summaries:
         logger.warning(RepeatLimiter.SUMMARY, **summary)
     return len(summaries)
+
+
+class FieldLimiter:
+    """structlog processor: a text or bytes value over ``max_chars`` is cut, saying by how much.
+
+    A log line carries what a peer sent (a topic, an error text, a payload's
+    start); a peer must not be able to make one line, or the memory it takes on
+    its way out, as large as it likes.
+    """
+
+    def __init__(self, max_chars: int = 1024) -> None:
+        self.max_chars = max_chars
+
+    def __call__(
+        self, _logger: Any, _method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event_dict.items():
+            text = value.hex() if isinstance(value, bytes | bytearray) else value
+            if isinstance(text, str) and len(text) > self.max_chars:
+                cut = len(text) - self.max_chars
+                event_dict[key] = f"{text[: self.max_chars]}...(+{cut} chars)"
+        return event_dict
+
