@@ -18,10 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from firmware_sim.harness import GatewayProcess, PrivateMosquitto, free_port, write_config
+from firmware_sim.harness import (
+    GatewayProcess,
+    PrivateMosquitto,
+    free_port,
+    publish_acknowledged,
+    write_config,
+)
 from protocols.frames import Presses, PressRecord, encode
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
@@ -56,22 +59,8 @@ def one_press(seq: int) -> bytes:
 
 
 def publish(port: int, first: int, count: int) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{time.monotonic_ns()}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        for chunk in range(first, first + count, 20_000):  # paho's mids wrap at 65,535
-            infos = [
-                client.publish("smiley/v1/1001/up", one_press(seq), qos=1)
-                for seq in range(chunk, min(chunk + 20_000, first + count))
-            ]
-            for info in infos:
-                info.wait_for_publish(120)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    payloads = (one_press(seq) for seq in range(first, first + count))
+    publish_acknowledged(port, "smiley/v1/1001/up", payloads)
 
 
 def metric(port: int, name: str) -> float:

@@ -23,10 +23,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from firmware_sim.harness import GatewayProcess, PrivateMosquitto, export_rows, free_port
+from firmware_sim.harness import (
+    GatewayProcess,
+    PrivateMosquitto,
+    export_rows,
+    free_port,
+    publish_acknowledged,
+)
 from protocols.frames import Presses, PressRecord, encode
 from tests.support import KEYS, write_config
 
@@ -41,20 +44,8 @@ def one_press(seq: int, terminal_id: int = 1001) -> bytes:
 
 
 def publish_all(port: int, payloads: list[bytes], terminal_id: int = 1001) -> None:
-    """QoS 1 publishes, each acknowledged by the broker (so it holds them), from a paho thread."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        topic = f"smiley/v1/{terminal_id}/up"
-        infos = [client.publish(topic, payload, qos=1) for payload in payloads]
-        for info in infos:
-            info.wait_for_publish(60)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """QoS 1 publishes, each acknowledged by the broker (so it holds them)."""
+    assert publish_acknowledged(port, f"smiley/v1/{terminal_id}/up", payloads) == len(payloads)
 
 
 def metrics(port: int) -> dict[str, float]:

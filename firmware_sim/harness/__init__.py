@@ -17,6 +17,7 @@ from firmware_sim.harness.gateway_process import (
 from firmware_sim.harness.mosquitto import CuttableLink, PrivateMosquitto, user_line
 from firmware_sim.harness.net import free_port
 from firmware_sim.harness.postgres import ClusterUnavailable, PrivateCluster
+from firmware_sim.harness.publish import publish_acknowledged
 
 __all__ = [
     "GATEWAY_SCRIPT",
@@ -28,6 +29,7 @@ __all__ = [
     "PrivateMosquitto",
     "export_rows",
     "free_port",
+    "publish_acknowledged",
     "user_line",
     "write_config",
 ]
