@@ -57,7 +57,7 @@ async def serve_api(
     if db is None:
         return
     try:
-        server = build_server(section, db)
+        server = build_server(config, section, db)
         task = asyncio.create_task(_run(server, section.listen))
         try:
             listening = asyncio.create_task(server.listening.wait())
@@ -66,7 +66,7 @@ async def serve_api(
             if task.done() or not server.started:
                 await task  # raises why it could not start
                 raise ConfigError("api.listen", f"the API server did not start on {section.listen}")
-            log.info("api_listening", listen=section.listen)
+            log.info("api_listening", listen=section.listen, tls=section.tls_cert is not None)
             if started is not None:
                 started.set()
             waiter = asyncio.create_task(stop.wait())
@@ -99,11 +99,16 @@ async def _open(config: Config, stop: asyncio.Event) -> Reader | None:
     return None
 
 
-def build_server(section: ApiSection, db: Reader) -> QuietServer:
+def build_server(config: Config, section: ApiSection, db: Reader) -> QuietServer:
     host, port = parse_listen("api.listen", section.listen)
     app = create_app(db, parse_rate_limit("api.rate_limit", section.rate_limit))
-    config = bounded_config(
+    tls = {}
+    if section.tls_cert is not None and section.tls_key is not None:
+        # A plain-HTTP request to a TLS port fails its handshake: nothing is answered.
+        tls = {"ssl_certfile": config.path(section.tls_cert),
+               "ssl_keyfile": config.path(section.tls_key)}  # fmt: skip
+    server_config = bounded_config(
         app, max_body=MAX_QUERY_BODY, max_connections=section.max_connections, host=host,
-        port=port,
+        port=port, **tls,
     )  # fmt: skip
-    return QuietServer(config)
+    return QuietServer(server_config)

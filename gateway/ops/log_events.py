@@ -276,4 +276,3 @@ class FieldLimiter:
                 cut = len(text) - self.max_chars
                 event_dict[key] = f"{text[: self.max_chars]}...(+{cut} chars)"
         return event_dict
-

@@ -96,6 +96,8 @@ class ApiSection:
     listen: str = "127.0.0.1:8080"
     rate_limit: str = "600/minute"  # per token
     max_connections: int = 256  # connections and requests at once; 503 beyond (memory bound)
+    tls_cert: Path | None = None  # HTTPS (the vendor's clients expect it); both or neither
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +269,7 @@ def validate_config(config: Config) -> None:
     if config.tcp is not None:
         t = config.tcp
         parse_listen("tcp.listen", t.listen)
-        if (t.tls_cert is None) != (t.tls_key is None):
-            raise ConfigError("tcp.tls_key", "tls_cert and tls_key go together")
-        for key, p in (("tcp.tls_cert", t.tls_cert), ("tcp.tls_key", t.tls_key)):
-            if p is not None and not config.path(p).is_file():
-                raise ConfigError(key, f"file {config.path(p)} not found")
+        validate_tls(config, "tcp", t.tls_cert, t.tls_key)
         if t.idle_timeout_s <= 0:
             raise ConfigError("tcp.idle_timeout_s", "must be positive")
         if t.pipeline_depth <= 0:
@@ -285,6 +283,7 @@ def validate_config(config: Config) -> None:
         parse_rate_limit("api.rate_limit", config.api.rate_limit)
         if config.api.max_connections < 1:
             raise ConfigError("api.max_connections", "must be at least 1")
+        validate_tls(config, "api", config.api.tls_cert, config.api.tls_key)
     if config.health is not None:
         parse_listen("health.listen", config.health.listen)
     if g.registry is not None and not config.path(g.registry).is_file():
@@ -332,6 +331,15 @@ def _validate_mqtt(config: Config, m: MqttSection) -> None:
             raise ConfigError(key, f"file {config.path(p)} not found")
     if m.session_expiry_s <= 0:
         raise ConfigError("mqtt.session_expiry_s", "must be positive: the session must persist")
+
+
+def validate_tls(config: Config, section: str, cert: Path | None, key: Path | None) -> None:
+    """A listener's certificate and key: both or neither, and both files there."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{section}.tls_key", "tls_cert and tls_key go together")
+    for name, p in ((f"{section}.tls_cert", cert), (f"{section}.tls_key", key)):
+        if p is not None and not config.path(p).is_file():
+            raise ConfigError(name, f"file {config.path(p)} not found")
 
 
 def _validate_sms(s: SmsSection) -> None:
