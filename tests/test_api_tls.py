@@ -15,11 +15,8 @@ import httpx
 import pytest
 
 from firmware_sim.harness import free_port
-from gateway.api.db import open_reader
-from gateway.api.tokens import create_token
-from protocols.frames import Ack, Presses, PressRecord
 from tests.conftest import GatewayHarness
-from tests.test_tcp import hello
+from tests.test_api_in_run import stored_presses_and_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,20 +50,9 @@ async def test_api_over_https_answers_a_verifying_client_and_not_plain_http(
     harness = make_harness(
         f'[api]\nlisten = "127.0.0.1:{api_port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
     )
-    gateway = await harness.start()
+    await harness.start()
     try:
-        terminal, _ = await hello(harness)
-        at = 1767225600 + 3600
-        records = tuple(PressRecord(seq, at + 10 * seq, 2, 0) for seq in range(2))
-        await terminal.send_frame(Presses(1001, at + 30, 0, 0, records))
-        assert isinstance(await terminal.receive(), Ack)
-        await terminal.close()
-        await harness.forwarded()
-        reader = await open_reader(gateway.config.store_url())
-        try:
-            _, token = await create_token(reader, "acme", None, "bi", None)
-        finally:
-            await reader.close()
+        token = await stored_presses_and_token(harness, button=2, count=2)
         verifying = ssl.create_default_context(cafile=str(ca))
         async with httpx.AsyncClient(
             base_url=f"https://127.0.0.1:{api_port}", verify=verifying

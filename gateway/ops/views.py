@@ -45,7 +45,7 @@ class TcpView(Protocol):
 
 
 class MqttFlowView(Protocol):
-    """The MQTT flow control (gateway.transports.mqtt_link.FlowCounters fits)."""
+    """The MQTT flow control (gateway.transports.mqtt_flow.FlowCounters fits)."""
 
     @property
     def received(self) -> int: ...
