@@ -4,7 +4,8 @@ The gateway (``smiley-gateway run``), a private Mosquitto and a private
 PostgreSQL cluster, on free ports in their own directories, so that the shared
 broker on 1883 and server on 5432 are never touched. ``tests/`` and ``bench/``
 both use these; nothing here imports ``gateway`` (the gateway is started as an
-operator starts it) or pytest.
+operator starts it) or pytest. ``browser.py`` (not imported here: Playwright is a test
+dependency) starts the system Chromium headless.
 """
 
 from firmware_sim.harness.gateway_process import (
