@@ -37,16 +37,16 @@ from protocols.errors import (
     SessionViolation,
     TopicMismatch,
 )
-from protocols.frames import (
+from protocols.frame_decoder import KeyLookup
+from protocols.frame_encoder import encode
+from protocols.frame_model import (
     Ack,
     Frame,
     Heartbeat,
     Hello,
-    KeyLookup,
     Nak,
     Presses,
     Welcome,
-    encode,
     frame_type,
 )
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from protocols import constants as c
 from protocols.errors import DecodeError, Truncated
-from protocols.frames import Frame, KeyLookup, decode, decode_header, guess_ref_seq
+from protocols.frame_decoder import KeyLookup, decode, decode_header, guess_ref_seq
+from protocols.frame_model import Frame
 
 Event = Frame | DecodeError
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from protocols.constants import FrameType, NakCode
 from protocols.errors import DecodeError, GatewayViolation, NotAccepted, NotHello
-from protocols.frames import Ack, Frame, Heartbeat, Nak, Presses, Welcome, frame_type
+from protocols.frame_model import Ack, Frame, Heartbeat, Nak, Presses, Welcome, frame_type
 from protocols.session import Transport
 
 
