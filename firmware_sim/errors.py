@@ -5,7 +5,7 @@ Hierarchy::
     SimulatorError
     ├── RegistryError            the terminal registry file cannot be read
     ├── StateError               the fleet's state file cannot be read
-    ├── ConnectFailed            MQTT: no session (broker unreachable, CONNECT refused)
+    ├── ConnectFailed            no connection (gateway or broker unreachable, CONNECT refused)
     ├── SessionEnded             one TCP or MQTT session is over; the terminal reconnects
     │   ├── ConnectionLost       EOF, reset, or the simulator dropped it on purpose
     │   ├── Refused              the gateway answered HELLO with a NAK
@@ -31,7 +31,8 @@ class StateError(SimulatorError):
 
 
 class ConnectFailed(SimulatorError):
-    """A connection to the MQTT broker could not be opened; the terminal tries again."""
+    """The connection to the gateway (TCP) or the broker (MQTT) could not be opened;
+    the terminal tries again."""
 
     def __init__(self, detail: str, *, terminal_id: int) -> None:
         super().__init__(f"terminal {terminal_id}: cannot connect: {detail}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from firmware_sim.faults import Fault, FaultOptions, FaultPlanner, ScheduledFault
-from firmware_sim.link import Link
+from firmware_sim.link import Link, SessionOptions
 from firmware_sim.mqtt import MqttLinkOptions, MqttTerminalLink
 from firmware_sim.patterns import Pattern, PressBudget, Steady
 from firmware_sim.report import FleetReport
@@ -78,7 +78,7 @@ class Fleet:
         self.real_time = real_time
         self.report = FleetReport(self.keys)
         self.terminals: dict[int, Terminal] = {}
-        self._links: dict[int, Link] = {}
+        self._links: dict[int, Link[SessionOptions]] = {}
         self._store = (
             StateStore(
                 self.options.state_dir / f"{self.options.name}.json",
@@ -164,7 +164,7 @@ class Fleet:
             self._store.attach(self.terminals.values())
             self._store.reserve_all()
 
-    def _make_link(self, terminal: Terminal) -> Link:
+    def _make_link(self, terminal: Terminal) -> Link[SessionOptions]:
         terminal_id = terminal.terminal_id
         seed = self.options.seed
         report = self.report[terminal_id]
@@ -230,7 +230,7 @@ class Fleet:
             if not deadline.expired():
                 raise
 
-    async def _press_loop(self, link: Link, budget: PressBudget) -> None:
+    async def _press_loop(self, link: Link[SessionOptions], budget: PressBudget) -> None:
         terminal_id = link.terminal.terminal_id
         rng = random.Random(f"{self.options.seed}:{terminal_id}:presses")
         for delay in self._pattern_of(terminal_id).delays(rng):

@@ -20,29 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Unpack
 
-from firmware_sim.backoff import Backoff, BackoffOptions
+from firmware_sim.backoff import Backoff
 from firmware_sim.errors import (
     AnswerTimeout,
+    ConnectFailed,
     ConnectionLost,
     GatewayProtocolError,
     Refused,
     SessionEnded,
-    TerminalStopped,
 )
-from firmware_sim.faults import Fault, FaultPlanner
-from firmware_sim.link import MAX_QUEUED_FIELD, Link
-from firmware_sim.report import TerminalReport
+from firmware_sim.faults import Fault
+from firmware_sim.link import MAX_QUEUED_FIELD, Link, LinkParts, SessionOptions
 from firmware_sim.terminal import MAX_SEQ, MadePress, Terminal
 from protocols import constants as c
 from protocols.constants import FrameType
 from protocols.errors import GatewayViolation
-from protocols.frames import Frame, Hello, Welcome, encode, frame_type
+from protocols.frames import Frame, Hello, Welcome, frame_type
 from protocols.session import Transport
 from protocols.stream import Event, FrameStream
 from protocols.terminal_session import (
@@ -59,110 +57,45 @@ READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
-class LinkOptions:
+class LinkOptions(SessionOptions):
     """How every terminal of a fleet talks TCP to one gateway."""
 
     host: str
     port: int
     ssl: ssl.SSLContext | None = None
     server_hostname: str | None = None
-    window: int = 4
-    """PRESSES and HEARTBEAT frames sent and not yet answered."""
-    max_records: int = 50
-    """Records per PRESSES frame, 1..680."""
-    heartbeat_interval: float = 60.0
-    connect_timeout: float = 10.0
-    answer_timeout: float = 30.0
-    """Longest wait for the WELCOME, or for the answer to the oldest frame in flight."""
-    reconnect: BackoffOptions = field(default_factory=BackoffOptions)
-    busy: BackoffOptions = field(default_factory=lambda: BackoffOptions(0.5, 10.0))
-    """Pause after NAK BUSY before sending PRESSES again."""
     fw_version: int = 0x0100
-    battery_pct: int = c.MAINS_POWERED
-    signal_dbm: int = 0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_records <= c.MAX_RECORDS:
-            raise ValueError(f"max_records must be 1..{c.MAX_RECORDS}, not {self.max_records}")
-        if self.window < 1:
-            raise ValueError("window must be at least 1")
-        if min(self.heartbeat_interval, self.connect_timeout, self.answer_timeout) <= 0:
-            raise ValueError("intervals and timeouts must be positive")
 
 
-class TerminalLink(Link):
+class TerminalLink(Link[LinkOptions]):
     """Keeps one terminal connected: reconnects with backoff until cancelled or stopped."""
 
     transport = "tcp"
 
     def __init__(
-        self,
-        terminal: Terminal,
-        options: LinkOptions,
-        *,
-        report: TerminalReport,
-        faults: FaultPlanner,
-        rng: random.Random,
-        max_pending: int,
-        on_change: Callable[[], None],
+        self, terminal: Terminal, options: LinkOptions, **parts: Unpack[LinkParts]
     ) -> None:
-        super().__init__(
-            terminal,
-            report=report,
-            faults=faults,
-            rng=rng,
-            max_pending=max_pending,
-            on_change=on_change,
-        )
-        self.options = options
-        self._writer: asyncio.StreamWriter | None = None
+        super().__init__(terminal, options, **parts)
         # Answers on TCP come in order on the connection that carried the frame;
         # frame ranges kept for MQTT's late answers mean nothing here.
         terminal.frames.clear()
 
-    def abort(self, reason: str) -> None:
-        """Abort the current connection, if any (the session then ends with ``reason``)."""
-        if self._writer is not None:
-            self._abort_reason = reason
-            self._writer.transport.abort()
-
-    # ------------------------------------------------------------ the connection loop
-
-    async def run(self) -> None:
-        """Connect, serve, reconnect; returns only when the gateway does not know us."""
-        backoff = Backoff(self.options.reconnect, self.rng)
-        while True:
-            try:
-                await self._connect_and_serve(backoff)
-            except TerminalStopped:
-                self._stop()
-                return
-            except SessionEnded as exc:
-                reason = self._abort_reason or type(exc).__name__
-                self.report.session_ends[reason] += 1
-                self.log.debug("session ended", reason=reason, detail=exc.detail)
-            except OSError as exc:
-                self.report.connect_failures += 1
-                self.log.debug("connect failed", error=str(exc))
-            await asyncio.sleep(backoff.next_delay())
-
     async def _connect_and_serve(self, backoff: Backoff) -> None:
         options = self.options
-        async with asyncio.timeout(options.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                options.host,
-                options.port,
-                ssl=options.ssl,
-                server_hostname=options.server_hostname if options.ssl else None,
-            )
-        self.report.connects += 1
-        self._abort_reason = None
-        self._writer = writer
         try:
-            await _Session(self, reader, writer).serve(backoff)
+            async with asyncio.timeout(options.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    options.host,
+                    options.port,
+                    ssl=options.ssl,
+                    server_hostname=options.server_hostname if options.ssl else None,
+                )
+        except OSError as exc:  # refused, unreachable, TLS handshake, or the timeout
+            raise ConnectFailed(str(exc), terminal_id=self.terminal.terminal_id) from exc
+        try:
+            with self._connected(writer.transport.abort):
+                await _Session(self, reader, writer).serve(backoff)
         finally:
-            self._writer = None
-            self.in_session.clear()
             writer.transport.abort()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
@@ -188,7 +121,6 @@ class _Session:
         self._cursor = 0
         self._paused_until = 0.0
         self._busy = Backoff(self.options.busy, link.rng)
-        self._last_heartbeat = self._loop.time()
         self._gateway_closed = asyncio.Event()
 
     def _ended(self, kind: type[SessionEnded], detail: str) -> SessionEnded:
@@ -208,8 +140,6 @@ class _Session:
         )
         welcome = await self._await_welcome()
         terminal.clock.set(welcome.gateway_time)
-        reconnect.reset()
-        self.report.sessions += 1
         if welcome.next_seq > terminal.next_seq:
             self.report.gateway_ahead += 1
             self.link.log.warning(
@@ -218,10 +148,8 @@ class _Session:
                 gateway_next_seq=welcome.next_seq,
             )
         self._cursor = min(terminal.pending, default=terminal.next_seq)
-        self._last_heartbeat = self._loop.time()
-        self.link.in_session.set()
-        self.link.on_change()
-        await self._run_sender_and_receiver()
+        self.link.session_opened(reconnect)
+        await self.link.serve_both(self._receive(), self._send())
 
     async def _await_welcome(self) -> Welcome:
         try:
@@ -232,34 +160,10 @@ class _Session:
         match answer:
             case Welcomed():
                 return answer.welcome
-            case Naked(action=NakAction.STOP):
-                self.report.naks[answer.nak.code.name] += 1
-                raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
             case Naked():
-                self.report.naks[answer.nak.code.name] += 1
+                self.link.count_nak(answer)  # UNKNOWN_TERMINAL: stopped
                 raise self._ended(Refused, f"NAK {answer.nak.code.name}")
         raise AssertionError(f"{answer} after HELLO")  # pragma: no cover
-
-    async def _run_sender_and_receiver(self) -> None:
-        """Run both until one ends the session; cancel the other; raise why it ended.
-
-        Not a TaskGroup: in Python 3.11 a TaskGroup whose child fails while the
-        parent waits in ``__aexit__`` leaves the parent marked as cancelling.
-        """
-        tasks = [
-            asyncio.create_task(self._receive(), name=f"receive-{self.terminal.terminal_id}"),
-            asyncio.create_task(self._send(), name=f"send-{self.terminal.terminal_id}"),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-        errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
-        if not errors:
-            raise AssertionError("the sender and the receiver never return")
-        raise min(errors, key=_severity)
 
     # ------------------------------------------------------------ receiving
 
@@ -285,8 +189,7 @@ class _Session:
             raise self._protocol_error(violation.reason) from None
 
     def _protocol_error(self, detail: str) -> SessionEnded:
-        self.report.gateway_error(detail)
-        self.link.log.warning("gateway broke the protocol", detail=detail)
+        self.link.gateway_broke_protocol(detail)
         return self._ended(GatewayProtocolError, detail)
 
     async def _receive(self) -> None:
@@ -306,16 +209,13 @@ class _Session:
     def _on_ack(self, sent: Sent) -> None:
         if sent.frame_type is not FrameType.PRESSES:
             return
-        acked = self.terminal.acknowledge(sent.first_seq, sent.last_seq)
-        self.report.acked_records(acked, sent.covered)
+        self.link.acknowledge(sent.first_seq, sent.last_seq)
         self._busy.reset()
-        self.link.records_acked()
 
     def _on_nak(self, sent: Sent, naked: Naked) -> None:
-        nak = naked.nak
-        self.report.naks[nak.code.name] += 1
         if naked.problem is not None:
             self.report.gateway_error(naked.problem)
+        self.link.count_nak(naked)  # UNKNOWN_TERMINAL: stopped
         is_presses = sent.frame_type is FrameType.PRESSES
         match naked.action:
             case NakAction.RETRY_LATER:
@@ -325,15 +225,10 @@ class _Session:
             case NakAction.RETRY:
                 if is_presses:
                     self._retry.append((sent.first_seq, sent.last_seq))
-            case NakAction.STOP:
-                raise TerminalStopped(self.terminal.terminal_id, self.report.outstanding)
             case NakAction.FIRMWARE_BUG:
-                # MALFORMED, BAD_TAG, ...: what this firmware sent was wrong. The records
-                # stay pending (the next session sends them again); the gateway may close.
-                self.report.firmware_bug(f"NAK {nak.code.name} for {sent.describe()}")
-                self.link.log.error(
-                    "gateway refused a frame", nak=nak.code.name, frame=sent.describe()
-                )
+                # The records stay pending (the next session sends them again); the
+                # gateway may close.
+                self.link.refused(naked, sent.describe())
 
     # ------------------------------------------------------------ sending
 
@@ -350,11 +245,7 @@ class _Session:
                 if frame is not None:
                     await self._transmit(*frame)
                     continue
-            try:
-                async with asyncio.timeout_at(self._next_deadline(now)):
-                    await self.link.wake.wait()
-            except TimeoutError:
-                pass
+            await self.link.wait_for_wake(self._next_deadline(now))
 
     def _next_deadline(self, now: float) -> float:
         deadlines = []
@@ -362,7 +253,7 @@ class _Session:
         if oldest is not None:
             deadlines.append(oldest.at + self.options.answer_timeout)
         if len(self._session.in_flight) < self.options.window:
-            deadlines.append(self._last_heartbeat + self.options.heartbeat_interval)
+            deadlines.append(self.link.heartbeat_deadline)
             if self._paused_until > now:
                 deadlines.append(self._paused_until)
         return min(deadlines)
@@ -370,9 +261,9 @@ class _Session:
     def _next_frame(self, now: float) -> tuple[Frame, tuple[MadePress, ...]] | None:
         """The next frame to send, with its records: a due heartbeat, a retry, new records."""
         terminal = self.terminal
-        if now >= self._last_heartbeat + self.options.heartbeat_interval:
-            self._last_heartbeat = now
-            return self.link.heartbeat_frame(self.options), ()
+        heartbeat = self.link.heartbeat_due(now)
+        if heartbeat is not None:
+            return heartbeat, ()
         if now < self._paused_until:
             return None
         max_records = self.options.max_records
@@ -392,15 +283,9 @@ class _Session:
 
     async def _transmit(self, frame: Frame, records: tuple[MadePress, ...] = ()) -> None:
         link = self.link
-        kind = frame_type(frame)
-        faults = link.faults.for_frame(kind)
-        data = encode(frame, self.terminal.key)
-        for fault in faults:
-            self.report.faults[fault.value] += 1
-        if Fault.CORRUPT_CRC in faults:
-            data = data[:-1] + bytes([data[-1] ^ 0x5A])
+        data, faults = link.encode_with_faults(frame)
         self._session.send(frame, at=self._loop.time())  # in flight unless a HELLO
-        self.report.sent(kind.name, records, len(self._session.in_flight))
+        self.report.sent(frame_type(frame).name, records, len(self._session.in_flight))
         split = Fault.SPLIT_WRITE in faults
         if Fault.DROP_MID_FRAME in faults:
             await self._write(data[: link.faults.cut(len(data))], split=split)
@@ -437,12 +322,3 @@ class _Session:
                 await writer.drain()
         except OSError as exc:
             raise self._ended(ConnectionLost, str(exc)) from exc
-
-
-def _severity(exc: BaseException) -> int:
-    """Which of two reasons a session ended for is reported: bugs first."""
-    if isinstance(exc, TerminalStopped):
-        return 1
-    if isinstance(exc, SessionEnded):
-        return 2
-    return 0
