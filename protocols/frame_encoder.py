@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from typing import Any
 
 import construct as cs
 
@@ -35,18 +37,20 @@ from protocols.layout import (
     tag,
 )
 
+_FIXED_LAYOUTS: dict[type[Frame], cs.Construct[Any, Any]] = {
+    Hello: HELLO,
+    Heartbeat: HEARTBEAT,
+    Welcome: WELCOME,
+}
+"""The frames of one fixed-size payload."""
+
 
 def _payload(frame: Frame) -> bytes:
     match frame:
-        case Hello():
-            return HELLO.build(
-                {
-                    "fw_version": frame.fw_version,
-                    "boot_count": frame.boot_count,
-                    "clock": frame.clock,
-                    "flags": frame.flags,
-                    "queued": frame.queued,
-                }
+        case Hello() | Heartbeat() | Welcome():
+            # Their layouts name the fields as the dataclasses do; terminal_id is the header's.
+            return _FIXED_LAYOUTS[type(frame)].build(
+                {field.name: getattr(frame, field.name) for field in dataclasses.fields(frame)}
             )
         case Presses():
             if not 1 <= frame.count <= c.MAX_RECORDS:
@@ -63,16 +67,6 @@ def _payload(frame: Frame) -> bytes:
             )
             pack = RECORD_PACKING.pack
             return head + b"".join(pack(r.ts, r.button, r.followup) for r in frame.records)
-        case Heartbeat():
-            return HEARTBEAT.build(
-                {
-                    "clock": frame.clock,
-                    "battery_pct": frame.battery_pct,
-                    "signal_dbm": frame.signal_dbm,
-                    "queued": frame.queued,
-                    "uptime_s": frame.uptime_s,
-                }
-            )
         case Hourly():
             if not 1 <= frame.n_hours <= c.MAX_HOURS:
                 raise EncodeError(f"HOURLY carries 1..{c.MAX_HOURS} hours, not {frame.n_hours}")
@@ -84,8 +78,6 @@ def _payload(frame: Frame) -> bytes:
                 }
             )
             return head + b"".join(HOUR_PACKING.pack(*hour) for hour in frame.counts)
-        case Welcome():
-            return WELCOME.build({"gateway_time": frame.gateway_time, "next_seq": frame.next_seq})
         case Ack():
             return ACK.build(
                 {
