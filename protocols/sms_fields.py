@@ -130,3 +130,16 @@ def read_timestamp(reader: Reader, what: str) -> datetime:
         return datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
     except ValueError as exc:
         raise reader.error(f"{what}: {exc}") from None
+
+
+def address_field(number: str) -> bytes:
+    """TP-DA of a phone number (TS 23.040 9.1.2.5): the count of digits, the type of
+    address (0x91 international for ``+digits``, 0x81 unknown for digits) and the
+    digits as swapped BCD, an odd count padded with F. Raises ValueError otherwise."""
+    digits = number[1:] if number.startswith("+") else number
+    if not digits.isdigit() or not digits.isascii() or len(digits) > MAX_ADDRESS_DIGITS:
+        raise ValueError(f"not a phone number of 1..{MAX_ADDRESS_DIGITS} digits: {number!r}")
+    toa = TOA_INTERNATIONAL if number.startswith("+") else TOA_UNKNOWN
+    padded = digits + "F" * (len(digits) % 2)
+    swapped = "".join(padded[i + 1] + padded[i] for i in range(0, len(padded), 2))
+    return bytes((len(digits), toa)) + bytes.fromhex(swapped)

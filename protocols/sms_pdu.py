@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from protocols.sms_alphabet import (
     GSM7,
@@ -63,6 +64,7 @@ __all__ = [
     "Alphabet",
     "Concat",
     "DataCoding",
+    "DeliveryOutcome",
     "InformationElement",
     "Sms",
     "SmsDeliver",
@@ -71,6 +73,7 @@ __all__ = [
     "decode_gsm7",
     "decode_pdu",
     "decode_ucs2",
+    "delivery_outcome",
     "unpack_septets",
 ]
 
@@ -129,6 +132,27 @@ class SmsDeliver:
     """Every element of the user data header, in order, the concatenation one included."""
 
 
+class DeliveryOutcome(StrEnum):
+    """What TP-ST of an SMS-STATUS-REPORT says (TS 23.040 9.2.3.15)."""
+
+    DELIVERED = "delivered"
+    """0x00..0x1F: the transaction is complete (received, forwarded, replaced)."""
+    STILL_TRYING = "still-trying"
+    """0x20..0x3F: a temporary error, the service centre still tries."""
+    FAILED_PERMANENT = "failed-permanent"
+    """0x40..0x7F: a permanent error, or a temporary one the centre no longer tries."""
+
+
+def delivery_outcome(status: int) -> DeliveryOutcome:
+    """The outcome of a TP-ST value; reserved values count as their range says
+    (0x80 and over: "the service centre specific" values, taken as failed)."""
+    if status < 0x20:
+        return DeliveryOutcome.DELIVERED
+    if status < 0x40:
+        return DeliveryOutcome.STILL_TRYING
+    return DeliveryOutcome.FAILED_PERMANENT
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """An SMS-STATUS-REPORT: what became of a message this side sent."""
@@ -151,6 +175,11 @@ class StatusReport:
     def completed(self) -> bool:
         """The service centre is done with the message (TP-ST 0x00..0x1F)."""
         return self.status < 0x20
+
+    @property
+    def outcome(self) -> DeliveryOutcome:
+        """Delivered, still trying or failed for good (TS 23.040 9.2.3.15)."""
+        return delivery_outcome(self.status)
 
 
 Sms = SmsDeliver | StatusReport
