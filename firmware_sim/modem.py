@@ -115,6 +115,8 @@ class ModemCore(GeneralCommands, SmsCommands):
             self._flush_urcs()
         if self.held and now >= self._next_retry:
             self._retry_held()
+        for report in self.network.due_reports(now):
+            self._status_report(report)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to do next (clock time), or None."""
@@ -127,6 +129,9 @@ class ModemCore(GeneralCommands, SmsCommands):
             deadlines.append(self._urc_queue[0][0] + self.profile.urc_hold_s)
         if self.held:
             deadlines.append(self._next_retry)
+        report_due = self.network.next_due()
+        if report_due is not None:
+            deadlines.append(report_due)
         soonest = min(deadlines)
         return None if soonest == math.inf else soonest
 
@@ -135,13 +140,7 @@ class ModemCore(GeneralCommands, SmsCommands):
         pdu = pdu_hex.strip().upper()
         check_pdu(pdu)
         self.counters.offered += 1
-        if self.held:
-            self.held.append(pdu)  # keep the network's order
-            self.counters.held_back += 1
-            return
-        if not self._store_delivered(pdu):
-            self.held.append(pdu)
-            self._next_retry = self.clock() + self.profile.network_retry_s
+        self._offer(pdu)
 
     def reset(self) -> None:
         """A spontaneous reset: ``RDY`` (the boot URCs), settings forgotten, storage kept."""

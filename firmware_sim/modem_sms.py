@@ -127,9 +127,16 @@ class SmsCommands(ModemState):
         if tpdu_length(pdu) != prompt.length:
             return [], self._cms(304)
         if prompt.command == "+CMGS":
+            mr = (self._mr + 1) % 256
+            try:
+                code = self.network.submit(pdu, mr, self.clock())
+            except (ValueError, IndexError, KeyError, UnicodeError):
+                return [], self._cms(304)  # not an SMS-SUBMIT the network reads
+            if code is not None:
+                return [], self._cms(code)
+            self._mr = mr
             self.counters.submitted.append(pdu)
-            self._mr = (self._mr + 1) % 256
-            return [f"+CMGS: {self._mr}"], None
+            return [f"+CMGS: {mr}"], None
         index = self._free_slot()
         if index is None:
             return [], self._cms(322)

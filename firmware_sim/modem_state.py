@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from firmware_sim.modem_network import SimNetwork
 from firmware_sim.modem_profiles import GENERIC, ModemProfile
 from firmware_sim.sms_pdu import tpdu_length
 
@@ -34,12 +35,17 @@ CME_TEXT = {
     50: "Incorrect parameters",
 }
 CMS_TEXT = {
+    1: "unassigned (unallocated) number",
+    21: "short message transfer rejected",
+    38: "network out of order",
     302: "operation not allowed",
     303: "operation not supported",
     304: "invalid PDU mode parameter",
     314: "SIM busy",
     321: "invalid memory index",
     322: "memory full",
+    332: "network timeout",
+    500: "unknown error",
 }
 
 SIM_COMMANDS = frozenset({"+CPMS", "+CMGL", "+CMGR", "+CMGD", "+CMGW", "+CMGS", "+CNMI"})
@@ -80,7 +86,13 @@ class ModemCounters:
     urcs_lost: int = 0
     """URCs that came up while the modem hung."""
     submitted: list[str] = field(default_factory=list)
-    """PDUs the gateway sent with ``AT+CMGS`` (it should never send any)."""
+    """PDUs the gateway sent with ``AT+CMGS`` and the network accepted."""
+    reports_stored: int = 0
+    """Status reports stored and indicated (``+CDSI``, +CNMI ds=2)."""
+    reports_routed: int = 0
+    """Status reports routed (``+CDS``, ds=1), not stored."""
+    reports_dropped: int = 0
+    """Status reports the +CNMI setting (ds=0) asked for neither way."""
 
 
 @dataclass(slots=True)
@@ -151,6 +163,8 @@ class ModemState:
         self._cmgr_count = 0
         self._info_answers = 0
         self._mr = 0
+        self.network = SimNetwork()
+        """Where submitted messages go; set its failures and delays from a test."""
 
     @property
     def hung(self) -> bool:
@@ -186,6 +200,10 @@ class ModemState:
             self.counters.held_back += 1
             return False
         self.slots[index] = StoredMessage(pdu)
+        if is_status_report(pdu):
+            self.counters.reports_stored += 1
+            self._urc(f'+CDSI: "SR",{index + self.profile.first_index}')
+            return True
         self.counters.delivered += 1
         mt = self.settings.cnmi[1]
         every = self.profile.cmt_copy_every
@@ -195,6 +213,27 @@ class ModemState:
         if mt != 0:
             self._urc(f'+CMTI: "{self.settings.mems[2]}",{index + self.profile.first_index}')
         return True
+
+    def _offer(self, pdu: str) -> None:
+        """Store what the network brings, or hold it (in order) until there is room."""
+        if self.held:
+            self.held.append(pdu)  # keep the network's order
+            self.counters.held_back += 1
+            return
+        if not self._store_delivered(pdu):
+            self.held.append(pdu)
+            self._next_retry = self.clock() + self.profile.network_retry_s
+
+    def _status_report(self, pdu: str) -> None:
+        """A status report from the network, as +CNMI's ds asks: routed, stored or neither."""
+        ds = self.settings.cnmi[3]
+        if ds == 1:
+            self.counters.reports_routed += 1
+            self._urc(f"+CDS: {tpdu_length(pdu)}", pdu)
+        elif ds == 2:
+            self._offer(pdu)
+        else:
+            self.counters.reports_dropped += 1
 
     def _retry_held(self) -> None:
         while self.held and self._store_delivered(self.held[0]):
@@ -248,3 +287,9 @@ class ModemState:
         if self.settings.cmee == 2:
             return FinalResult(f"+CMS ERROR: {CMS_TEXT.get(code, 'unknown error')}")
         return FinalResult(f"+CMS ERROR: {code}")
+
+
+def is_status_report(pdu: str) -> bool:
+    """Whether a PDU (hex, SMSC field first) is an SMS-STATUS-REPORT (MTI 10)."""
+    smsc = int(pdu[:2], 16)
+    return int(pdu[2 + 2 * smsc : 4 + 2 * smsc], 16) & 0x03 == 0x02

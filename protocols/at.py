@@ -64,6 +64,7 @@ _CMS_ERROR_TEXTS = {
     "invalid memory index": 321,
     "invalid index": 321,
     "memory full": 322,
+    "network timeout": 332,
     "sim not inserted": 310,
     "sim pin required": 311,
     "sim failure": 313,
