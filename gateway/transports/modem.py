@@ -30,7 +30,14 @@ import serial
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.errors import GatewayError, ModemError, ModemTimeout, OutboxBusy
+from gateway.errors import (
+    GatewayError,
+    ModemError,
+    ModemTimeout,
+    OutboxBusy,
+    SendRefused,
+    SendUnknown,
+)
 from gateway.registry.config import SmsSection
 from gateway.transports.modem_link import AtLink, Reinitialise, Reopen, timeouts_reinitialise
 from gateway.transports.modem_setup import ModemSetup
@@ -43,11 +50,21 @@ from gateway.transports.modem_status import (
     rssi,
 )
 from protocols.at import Response, Urc
+from protocols.errors import SmsDecodeError
+from protocols.sms_pdu import StatusReport, decode_pdu
+from protocols.sms_submit import SubmitPart
 
 log = structlog.get_logger("gateway.modem")
 
 Take = Callable[[str, str], Awaitable[object]]
 """The intake: ``take(pdu_hex, source)``; returns once committed, raises OutboxBusy."""
+Reports = Callable[[StatusReport], Awaitable[object]]
+"""The status report sink: returns once what the report says is committed."""
+
+SUBMIT_ANSWER_S = 60.0
+"""How long a modem may take to hand an SMS to the network and answer ``+CMGS:``."""
+TRANSIENT_CMS = frozenset({314, 332, 515})
+"""SIM busy, network timeout, initialisation in progress: the same send may succeed later."""
 
 _REINIT_BEFORE_REOPEN = 2
 _SIGNAL_EVERY = 4  # keepalives between signal and registration queries
@@ -56,12 +73,13 @@ _MAX_WAITING = 1000  # indications beyond this wait for the next sweep
 
 
 class Modem:
-    def __init__(self, section: SmsSection, take: Take) -> None:
+    def __init__(self, section: SmsSection, take: Take, reports: Reports | None = None) -> None:
         self._section = section
         self._take = take
+        self._reports = reports
         self.status = ModemStatus()
         self._link = AtLink(section, self.status, self._on_urc)
-        self._setup = ModemSetup(self._link, section, self.status)
+        self._setup = ModemSetup(self._link, section, self.status, reports=reports is not None)
         self._indices: dict[int, None] = {}  # indicated, in order, each once
         self._routed: deque[str] = deque(maxlen=_MAX_WAITING)
         self._reset_seen = asyncio.Event()
@@ -69,6 +87,37 @@ class Modem:
     async def at(self, command: str, *, wait_s: float | None = None) -> Response:
         """Run one command and return its response (any final result); raise on timeout."""
         return await self._link.at(command, wait_s=wait_s)
+
+    @property
+    def reports_enabled(self) -> bool:
+        """The modem took a +CNMI setting that stores and indicates status reports."""
+        return self._setup.reports_enabled
+
+    async def send(self, part: SubmitPart) -> int:
+        """Send one SMS-SUBMIT (``AT+CMGS=<length>``, the PDU after the prompt, Ctrl-Z)
+        and return its message reference (``+CMGS: <mr>``), which its status report
+        carries. Waits its turn with the intake's commands: one command in flight.
+
+        A durable queue commits its request as being sent *before* this call, so a
+        crash while the command is out leaves a mark that it may have gone. Raises
+        SendRefused when it was not sent (``transient``: SIM busy, network timeout,
+        modem not ready; otherwise for good) and SendUnknown when it may have been.
+        """
+        if not self.status.ready:
+            raise SendRefused("the modem is not ready", code=None, transient=True)
+        response = await self._link.at_prompted(
+            f"AT+CMGS={part.length}", part.pdu.encode("ascii"), answer_s=SUBMIT_ANSWER_S
+        )
+        final = response.final
+        if not final.ok:
+            transient = final.busy or final.code in TRANSIENT_CMS
+            self.status.sends_refused += 1
+            raise SendRefused(f"AT+CMGS: {final}", code=final.code, transient=transient)
+        reference = first_int((response.with_prefix("+CMGS:") or [""])[0])
+        if reference is None:
+            raise SendUnknown(f"{response.command}: OK without a reference: {response.lines}")
+        self.status.sent += 1
+        return reference
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -172,10 +221,29 @@ class Modem:
             if stat is not None:
                 self.status.registration = stat
 
+    async def _hand_over(self, pdu: str, source: str) -> None:
+        """A status report to the report sink, any other PDU to the intake; returns once
+        committed (raises what the sink raised)."""
+        report = self._status_report(pdu)
+        if report is not None and self._reports is not None:
+            await self._reports(report)
+            self.status.reports_taken += 1
+            return
+        await self._take(pdu, source)
+        self.status.messages_taken += 1
+
+    def _status_report(self, pdu: str) -> StatusReport | None:
+        if self._reports is None:
+            return None  # no sender: the intake takes (and quarantines) it as before
+        try:
+            message = decode_pdu(pdu)
+        except SmsDecodeError:
+            return None  # the intake keeps what it cannot read in quarantine
+        return message if isinstance(message, StatusReport) else None
+
     async def _take_routed(self, pdu: str) -> None:
         try:
-            await self._take(pdu, "routed")
-            self.status.messages_taken += 1
+            await self._hand_over(pdu, "routed")
         except (GatewayError, ValueError) as exc:
             # Not stored on the modem: without a commit it is lost unless the
             # network resends. Logged loudly; CNMI asks modems to store first.
@@ -214,7 +282,7 @@ class Modem:
 
     async def _take_pdu(self, index: int, pdu: str) -> None:
         try:
-            await self._take(pdu, f"{self.status.storage}:{index}")
+            await self._hand_over(pdu, f"{self.status.storage}:{index}")
         except OutboxBusy as exc:
             log.warning(
                 "sms_left_on_modem", index=index, error=str(exc), action="free outbox space"
@@ -223,7 +291,6 @@ class Modem:
         except Exception:  # a message the intake cannot handle stays; the rest go on
             log.exception("sms_intake_failed", index=index, action="report this as a bug")
             return
-        self.status.messages_taken += 1
         response = await timeouts_reinitialise(self._link.at_retrying(f"AT+CMGD={index}"))
         if response.final.ok or response.final.code == 321:  # 321: already gone
             self.status.deletes += 1

@@ -20,7 +20,7 @@ import serial_asyncio_fast
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.errors import ModemError, ModemTimeout
+from gateway.errors import ModemError, ModemTimeout, SendRefused, SendUnknown
 from gateway.registry.config import SmsSection
 from gateway.transports.modem_status import ModemStatus
 from protocols.at import ESC, AtSession, Event, Prompt, Response, Stray, Urc
@@ -128,12 +128,25 @@ class AtLink:
         """Run one command and return its response (any final result); raise on timeout."""
         return await self._exchanged(command, None, wait_s)
 
-    async def at_prompted(self, command: str, data: bytes) -> Response:
+    async def at_prompted(self, command: str, data: bytes, *, answer_s: float) -> Response:
         """A command that asks for input (``AT+CMGS=<length>``): ``data`` and Ctrl-Z go
-        after the ``> `` prompt; an error instead of the prompt is the response."""
-        return await self._exchanged(command, data, None)
+        after the ``> `` prompt; an error instead of the prompt is the response.
 
-    async def _exchanged(self, command: str, data: bytes | None, wait_s: float | None) -> Response:
+        Raises SendRefused (transient) when nothing was written after the command (the
+        port closed, no prompt: cancelled with ESC), SendUnknown when ``data`` went out
+        and no final result came within ``answer_s``.
+        """
+        written: list[bool] = []
+        try:
+            return await self._exchanged(command, (data, written), answer_s)
+        except (ModemError, Reinitialise, Reopen) as exc:
+            if written:
+                raise SendUnknown(f"{command}: sent, then {exc}") from exc
+            raise SendRefused(f"{command}: {exc}", code=None, transient=True) from exc
+
+    async def _exchanged(
+        self, command: str, data: tuple[bytes, list[bool]] | None, wait_s: float | None
+    ) -> Response:
         async with self._exchange:
             if self._writer is None or self.port_lost.is_set():
                 raise Reopen("the port is closed")
@@ -141,16 +154,22 @@ class AtLink:
             self._answer = loop.create_future()
             self._prompt = loop.create_future() if data is not None else None
             self._writer.write(self._session.command(command))
-            timeout = wait_s or self._section.command_timeout_s
+            timeout = self._section.command_timeout_s
             try:
                 if self._prompt is not None and data is not None:
                     await asyncio.wait_for(self._prompt, timeout)
                     if not self._answer.done():
-                        self._writer.write(data + CTRL_Z)
-                return await asyncio.wait_for(self._answer, timeout)
+                        payload, written = data
+                        self._writer.write(payload + CTRL_Z)
+                        written.append(True)
+                return await asyncio.wait_for(self._answer, wait_s or timeout)
             except TimeoutError:
                 if self._prompt is not None and not self._answer.done():
-                    self._writer.write(ESC)  # never leave the modem waiting for input
+                    # Never leave the modem waiting for input, and take the answer to
+                    # the ESC here, so it cannot complete the next command.
+                    self._writer.write(ESC)
+                    with contextlib.suppress(TimeoutError, ModemError, Reinitialise):
+                        await asyncio.wait_for(asyncio.shield(self._answer), timeout)
                 partial = self._session.abandon()
                 self._status.timeouts += 1
                 raise ModemTimeout(command, partial) from None
