@@ -146,12 +146,6 @@ class ModemCore(GeneralCommands, SmsCommands):
         """A spontaneous reset: ``RDY`` (the boot URCs), settings forgotten, storage kept."""
         self._boot(first=False)
 
-    def hang(self, seconds: float) -> None:
-        """Stop answering (input ignored, nothing sent) for ``seconds``."""
-        self._hang_until = self.clock() + seconds
-        self._line.clear()
-        self._prompt = None
-
     def _boot(self, *, first: bool) -> None:
         now = self.clock()
         if not first:

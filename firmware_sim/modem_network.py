@@ -12,7 +12,10 @@ Failures:
   message transfer rejected", are for good);
 * :attr:`SimNetwork.refused`: numbers whose every submit is answered with a code;
 * :attr:`SimNetwork.unreachable`: numbers that accept the submit (``+CMGS: <mr>``)
-  and never get it: the status report says 0x43 "not obtainable" (permanent).
+  and never get it: the status report says 0x43 "not obtainable" (permanent);
+* :meth:`SimNetwork.lose_answer_next`: the next submits reach the person, and the
+  modem then hangs (``hang_s`` of its profile) before it answers: the sender cannot
+  know the message went out.
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ class SimNetwork:
     _failures: deque[int] = field(default_factory=deque)
     _reports: list[_Report] = field(default_factory=list)
     _waiting: dict[tuple[str, int], dict[int, SubmittedPart]] = field(default_factory=dict)
+
+    answers_to_lose: int = 0
+
+    def lose_answer_next(self, count: int = 1) -> None:
+        """Send the next ``count`` messages, then hang instead of answering."""
+        self.answers_to_lose += count
 
     def fail_next(self, *codes: int) -> None:
         """Answer the next submits, one code each, with ``+CMS ERROR: <code>``."""

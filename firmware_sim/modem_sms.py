@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from firmware_sim.modem_parse import check_pdu
 from firmware_sim.modem_state import (
+    NO_FINAL,
     PROMPT,
     Answer,
     FinalResult,
@@ -136,6 +137,10 @@ class SmsCommands(ModemState):
                 return [], self._cms(code)
             self._mr = mr
             self.counters.submitted.append(pdu)
+            if self.network.answers_to_lose:
+                self.network.answers_to_lose -= 1
+                self.hang(self.profile.hang_s)  # sent, and the answer never comes
+                return [], NO_FINAL
             return [f"+CMGS: {mr}"], None
         index = self._free_slot()
         if index is None:

@@ -166,6 +166,12 @@ class ModemState:
         self.network = SimNetwork()
         """Where submitted messages go; set its failures and delays from a test."""
 
+    def hang(self, seconds: float) -> None:
+        """Stop answering (input ignored, nothing sent) for ``seconds``."""
+        self._hang_until = self.clock() + seconds
+        self._line.clear()
+        self._prompt = None
+
     @property
     def hung(self) -> bool:
         return self.clock() < self._hang_until

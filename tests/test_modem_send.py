@@ -15,7 +15,7 @@ import pytest
 from firmware_sim.modem_profiles import ModemProfile
 from firmware_sim.modem_server import PtyModemServer
 from firmware_sim.sms_terminal import SmsFleet, SmsFleetOptions
-from gateway.errors import SendRefused
+from gateway.errors import SendRefused, SendUnknown
 from gateway.registry.config import SmsSection
 from gateway.transports.modem import Modem
 from protocols.sms_pdu import DeliveryOutcome, StatusReport
@@ -51,12 +51,14 @@ class Sinks:
 
 
 @contextlib.asynccontextmanager
-async def driven(profile: str = "generic") -> AsyncIterator[tuple[PtyModemServer, Modem, Sinks]]:
-    sim = PtyModemServer(ModemProfile.parse(f"{profile},network_retry_s=0.3"))
+async def driven(
+    profile: str = "generic,network_retry_s=0.3", *, submit_answer_s: float = 60.0
+) -> AsyncIterator[tuple[PtyModemServer, Modem, Sinks]]:
+    sim = PtyModemServer(ModemProfile.parse(profile))
     sinks = Sinks()
     async with sim:
         section = SmsSection(port=sim.path, command_timeout_s=3.0, poll_interval_s=5.0)
-        modem = Modem(section, sinks.take, sinks.report)
+        modem = Modem(section, sinks.take, sinks.report, submit_answer_s=submit_answer_s)
         task = asyncio.create_task(modem.run(), name="modem")
         try:
             await eventually(lambda: modem.status.ready)
@@ -179,3 +181,25 @@ async def test_a_report_stays_on_the_modem_until_the_sink_commits() -> None:
         await modem.sweep()  # the periodic sweep finds it again
         assert [r.recipient for r in sinks.reports] == ["+32470000004"]
         assert sim.stored_now == 0
+
+
+async def test_a_send_whose_answer_never_comes_is_unknown_not_refused() -> None:
+    """The person got it, the driver cannot know: SendUnknown, so a queue that marked
+    the request as being sent leaves it UNKNOWN and never sends it again."""
+    profile = "generic,network_retry_s=0.3,hang_s=1.0"
+    async with driven(profile, submit_answer_s=0.5) as (sim, modem, _):
+        sim.network.lose_answer_next()
+        with pytest.raises(SendUnknown):
+            await modem.send(encode_submit("Reply 0-10", "+32470000005").parts[0])
+        assert [m.destination for m in sim.network.received] == ["+32470000005"]
+        await eventually(lambda: modem.status.ready and not sim.core.hung)
+        part = encode_submit("Reply 0-10", "+32470000006").parts[0]
+        for _ in range(50):  # the driver finds the modem again and re-initialises it
+            try:
+                await modem.send(part)
+                break
+            except SendRefused as exc:
+                if not exc.transient:
+                    raise
+                await asyncio.sleep(0.1)
+        assert [m.destination for m in sim.network.received][-1] == "+32470000006"

@@ -73,8 +73,16 @@ _MAX_WAITING = 1000  # indications beyond this wait for the next sweep
 
 
 class Modem:
-    def __init__(self, section: SmsSection, take: Take, reports: Reports | None = None) -> None:
+    def __init__(
+        self,
+        section: SmsSection,
+        take: Take,
+        reports: Reports | None = None,
+        *,
+        submit_answer_s: float = SUBMIT_ANSWER_S,
+    ) -> None:
         self._section = section
+        self._submit_answer_s = submit_answer_s
         self._take = take
         self._reports = reports
         self.status = ModemStatus()
@@ -106,7 +114,7 @@ class Modem:
         if not self.status.ready:
             raise SendRefused("the modem is not ready", code=None, transient=True)
         response = await self._link.at_prompted(
-            f"AT+CMGS={part.length}", part.pdu.encode("ascii"), answer_s=SUBMIT_ANSWER_S
+            f"AT+CMGS={part.length}", part.pdu.encode("ascii"), answer_s=self._submit_answer_s
         )
         final = response.final
         if not final.ok:

@@ -165,8 +165,8 @@ class AtLink:
                 return await asyncio.wait_for(self._answer, wait_s or timeout)
             except TimeoutError:
                 if self._prompt is not None and not self._answer.done():
-                    # Never leave the modem waiting for input, and take the answer to
-                    # the ESC here, so it cannot complete the next command.
+                    # Never leave the modem waiting for input, and take a late answer
+                    # (to the ESC, or to the PDU) here, so it cannot end the next command.
                     self._writer.write(ESC)
                     with contextlib.suppress(TimeoutError, ModemError, Reinitialise):
                         await asyncio.wait_for(asyncio.shield(self._answer), timeout)
