@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from firmware_sim.modem_profiles import ModemProfile
+from firmware_sim.modem_profiles import PRESETS, ModemProfile
 from firmware_sim.modem_server import PtyModemServer
 from firmware_sim.sms_terminal import SmsFleet, SmsFleetOptions
 from gateway.errors import SendRefused, SendUnknown
@@ -92,8 +92,9 @@ TEXTS = (
 )
 
 
-async def test_sends_interleaved_with_incoming_hourly_messages() -> None:
-    async with driven() as (sim, modem, sinks):
+@pytest.mark.parametrize("profile", list(PRESETS))
+async def test_sends_interleaved_with_incoming_hourly_messages(profile: str) -> None:
+    async with driven(f"{profile},network_retry_s=0.3") as (sim, modem, sinks):
         assert modem.reports_enabled
         delivered: list[str] = []
 

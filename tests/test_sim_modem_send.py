@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from firmware_sim.modem import ModemCore
 from firmware_sim.modem_network import read_submit, status_report_pdu
 from protocols.sms_pdu import DeliveryOutcome, StatusReport, decode_pdu
@@ -172,3 +175,13 @@ def test_the_network_reads_submits_on_its_own() -> None:
     report = decode_pdu(status_report_pdu(9, "+49172143658", 0x43))
     assert isinstance(report, StatusReport)
     assert report.outcome is DeliveryOutcome.FAILED_PERMANENT
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=500))
+def test_what_the_gateway_encodes_the_network_reads_whole(text: str) -> None:
+    """The simulator's own SUBMIT reader, apart from protocols, reads every encoding."""
+    core, _ = ready(ds=0)
+    for part in encode_submit(text, PERSON, concat_reference=5).parts:
+        assert send(core, part).startswith(b"\r\n+CMGS: ")
+    assert [(m.destination, m.text) for m in core.network.received] == [(PERSON, text)]
