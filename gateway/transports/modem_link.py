@@ -180,6 +180,9 @@ class AtLink:
                 self._session.abandon()
                 raise
             finally:
+                for waiting in (self._prompt, self._answer):
+                    if waiting is not None and waiting.done() and not waiting.cancelled():
+                        waiting.exception()  # a lost port fails both: neither goes unread
                 self._answer = self._prompt = None
 
     async def at_retrying(self, command: str) -> Response:
