@@ -16,6 +16,7 @@ from typing import Self
 import structlog
 
 from firmware_sim.modem import Clock, ModemCore, ModemCounters, StoredMessage
+from firmware_sim.modem_network import SimNetwork
 from firmware_sim.modem_profiles import GENERIC, ModemProfile
 
 MAX_PENDING_OUTPUT = 1 << 16
@@ -75,6 +76,11 @@ class ModemServer(abc.ABC):
     @property
     def counters(self) -> ModemCounters:
         return self.core.counters
+
+    @property
+    def network(self) -> SimNetwork:
+        """What was sent, what people received, the failures to answer sends with."""
+        return self.core.network
 
     def deliver(self, pdu_hex: str) -> None:
         """An SMS arrives from the network (stored, or held back while storage is full)."""

@@ -18,27 +18,31 @@ re-sent hours change nothing). ``batch_seq`` survives restarts through
 
 from __future__ import annotations
 
+__all__ = [
+    "SentBatch",
+    "SmsFleet",
+    "SmsFleetOptions",
+    "SmsReport",
+    "SmsTerminal",
+    "SmsTerminalOptions",
+    "mixed_options",
+]
+
 import asyncio
-import json
-import os
 import random
-import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from firmware_sim.errors import StateError
 from firmware_sim.patterns import Pattern, Steady
 from firmware_sim.sms_pdu import Form, split_frame, text_pdus
+from firmware_sim.sms_report import SentBatch, SmsReport, load_state, save_state
 from protocols import constants as c
 from protocols.frames import Hourly, encode
 
 HOUR = 3600
-STATE_FORMAT = 1
 NOTICES = (
     "Your balance is low: 1.20 EUR. Top up now at *100# to keep sending SMS.",
     "Dear customer, from 1 March your tariff changes. Details: example.net/tariff",
@@ -90,14 +94,8 @@ def mixed_options(terminal_id: int) -> SmsTerminalOptions:
     return SmsTerminalOptions(duplicate=True, concat_single=True, send_minute=55)
 
 
-@dataclass(frozen=True, slots=True)
-class SentBatch:
-    """One HOURLY frame as sent, with the PDUs that carried it (in delivery order)."""
-
-    frame: Hourly
-    sent_at: int
-    pdus: tuple[str, ...]
-    copies: int
+def _four(counts: list[int]) -> tuple[int, int, int, int]:
+    return (counts[0], counts[1], counts[2], counts[3])
 
 
 class SmsTerminal:
@@ -155,57 +153,6 @@ class SmsTerminal:
         return frames
 
 
-def _four(counts: list[int]) -> tuple[int, int, int, int]:
-    return (counts[0], counts[1], counts[2], counts[3])
-
-
-class SmsReport:
-    """What the SMS terminals sent, and what the gateway must end up with."""
-
-    def __init__(self) -> None:
-        self.batches: list[SentBatch] = []
-        self.expected: dict[tuple[int, int], tuple[int, tuple[int, int, int, int]]] = {}
-        """(terminal_id, hour_start) -> (batch_seq, counts) of the highest batch_seq."""
-        self.pressed: Counter[tuple[int, int]] = Counter()
-        """(terminal_id, hour_start) -> presses made (sent or not)."""
-        self.pdus_delivered = 0
-        self.duplicates = 0
-        self.notices: list[tuple[str, str]] = []
-        """(sender, text) of every non-frame message sent; the gateway must quarantine them."""
-
-    def sent(self, batch: SentBatch) -> None:
-        self.batches.append(batch)
-        frame = batch.frame
-        for i, counts in enumerate(frame.counts):
-            key = (frame.terminal_id, frame.hour_start + i * HOUR)
-            seen = self.expected.get(key)
-            if seen is None or seen[0] < frame.batch_seq:
-                self.expected[key] = (frame.batch_seq, counts)
-        self.pdus_delivered += len(batch.pdus) * batch.copies
-        self.duplicates += batch.copies - 1
-
-    def expected_counts(self) -> dict[tuple[int, int], tuple[int, int, int, int]]:
-        """(terminal_id, hour_start) -> counts of buttons 1..4 the gateway must store."""
-        return {key: counts for key, (_, counts) in self.expected.items()}
-
-    def summary(self) -> dict[str, Any]:
-        frames = Counter(len(b.pdus) for b in self.batches)
-        return {
-            "batches": len(self.batches),
-            "pdus_delivered": self.pdus_delivered,
-            "duplicate_batches": self.duplicates,
-            "parts_per_batch": {str(k): v for k, v in sorted(frames.items())},
-            "hours_expected": len(self.expected),
-            "presses_sent": sum(sum(counts) for _, counts in self.expected.values()),
-            "presses_made": sum(self.pressed.values()),
-            "notices": len(self.notices),
-            "expected": {
-                f"{tid}:{hour}": list(counts)
-                for (tid, hour), counts in sorted(self.expected_counts().items())
-            },
-        }
-
-
 @dataclass(frozen=True, slots=True)
 class SmsFleetOptions:
     pattern: Pattern = field(default_factory=lambda: Steady(0.01))
@@ -244,7 +191,7 @@ class SmsFleet:
             start = now - now % HOUR - 7 * 24 * HOUR
         self.now = float(start)
         self.report = SmsReport()
-        saved = _load_state(self.options.state_path)
+        saved = load_state(self.options.state_path)
         seed = self.options.seed
         self.terminals: dict[int, SmsTerminal] = {}
         self._rng = random.Random(f"{seed}:sms-network")
@@ -376,45 +323,9 @@ class SmsFleet:
             self.deliver(pdu)
         self.report.notices.append((sender, text))
 
-    # ------------------------------------------------------------ state
-
     def _save_state(self) -> None:
-        path = self.options.state_path
-        if path is None:
-            return
-        body = {
-            "format": STATE_FORMAT,
-            "terminals": {
-                str(t.terminal_id): {"next_batch_seq": t.next_batch_seq}
-                for t in self.terminals.values()
-            },
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(body, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _load_state(path: Path | None) -> dict[int, int]:
-    """Terminal id to next batch_seq from the state file (empty if there is none)."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
-    try:
-        if data.get("format") != STATE_FORMAT:
-            raise StateError(f"{path}: unknown format {data.get('format')!r}")
-        return {int(k): int(v["next_batch_seq"]) for k, v in data["terminals"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise StateError(f"{path} is not an SMS fleet state file: {exc}") from exc
+        if self.options.state_path is not None:
+            save_state(
+                self.options.state_path,
+                {t.terminal_id: t.next_batch_seq for t in self.terminals.values()},
+            )

@@ -9,7 +9,10 @@ Hierarchy::
     ├── StoreError         the central store refused or could not be reached
     ├── SchemaError        a database was written by a newer gateway
     ├── ModemError         the modem refused a command, or its port closed
-    │   └── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
+    │   ├── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
+    │   ├── SendRefused    an SMS was not sent (+CMS ERROR, or the modem not ready);
+    │   │                  ``transient``: the same send may succeed later
+    │   └── SendUnknown    AT+CMGS went out and no answer came: it may have been sent
     └── ApiError           a query API request refused with an HTTP status (gateway/api/errors.py)
         ├── BadParameter   400, naming the query parameter at fault
         ├── NotFound       404, absent or outside the credential's scope
@@ -56,6 +59,21 @@ class SchemaError(GatewayError):
 
 class ModemError(GatewayError):
     """The modem refused a command it needs to take messages, or its port closed."""
+
+
+class SendRefused(ModemError):
+    """An SMS the modem did not send: ``code`` is the +CMS ERROR number (None when the
+    modem was not ready or gave no number); ``transient``: try the same send later."""
+
+    def __init__(self, reason: str, *, code: int | None, transient: bool) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.transient = transient
+
+
+class SendUnknown(ModemError):
+    """The SMS went to the modem (the PDU and Ctrl-Z written) and no answer came back
+    (a timeout, a reset, the port lost): it may have been sent; never send it again."""
 
 
 class ModemTimeout(ModemError, TimeoutError):

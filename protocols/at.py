@@ -15,8 +15,9 @@ when it came:
   them (its own prefix) and URCs otherwise;
 - anything else is an information line of the running command's response.
 
-A ``>`` prompt (text input, never asked for here) is reported so the driver can
-cancel it with ESC.
+A ``>`` prompt (text input: the PDU of ``AT+CMGS``) is reported as :class:`Prompt`,
+also when a URC follows it at once; the driver writes the PDU, or cancels a prompt
+nobody asked for with ESC.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ _CMS_ERROR_TEXTS = {
     "invalid memory index": 321,
     "invalid index": 321,
     "memory full": 322,
+    "network timeout": 332,
     "sim not inserted": 310,
     "sim pin required": 311,
     "sim failure": 313,
@@ -210,7 +212,10 @@ class LineSplitter:
             raw = bytes(self._buffer[:cut])
             del self._buffer[: cut + 1]
             line = _clean(raw)
-            if line:
+            if line == ">":
+                # The prompt with a URC right behind it in the same read: still the prompt.
+                out.append(Prompt())
+            elif line:
                 out.append(line)
         if _clean(bytes(self._buffer)) == ">" and self._buffer.rstrip().endswith(b">"):
             self._buffer.clear()

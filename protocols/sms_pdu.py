@@ -23,24 +23,14 @@ SMS-STATUS-REPORT (TS 23.040 9.2.2.3)::
 
     | SMSC field | first | MR | RA | SCTS (7) | DT (7) | ST | [PI [PID] [DCS] [UDL UD]] |
 
-Decisions:
+Decisions (the alphabets' own, GSM 7-bit escapes and broken UCS2, are in
+:mod:`protocols.sms_alphabet`; addresses and time stamps in :mod:`protocols.sms_fields`):
 
 * ``bytes`` input is the octets themselves; a modem's hex line is a ``str``.
 * ``SmsDeliver.user_data`` is what follows the user data header: for GSM 7-bit the
   unpacked septets, one per byte (values 0..127, fill bits dropped), so parts of a
   concatenated message are joined before decoding and an escape or a UCS2 surrogate
   pair split across parts survives; for every other coding the octets.
-* GSM 7-bit is decoded with the ``gsm0338`` codec and the error handler below: an
-  escape (0x1B) whose next septet the extension table does not define is shown as a
-  space, as TS 23.038 6.2.1 (note 1) and the 0x1B entry of 6.2.1.1 ask of a receiver,
-  and the next septet is then decoded from the default table (6.2.1.1, "display the
-  character shown in the main GSM 7 bit default alphabet table"). A lone escape at the
-  end is a space as well. So every septet that is not part of a defined escape pair
-  gives exactly one character: nothing dropped, nothing invented, and the exact
-  septets stay in ``user_data``.
-* UCS2 is UTF-16BE (surrogate pairs decode to one character); an unpaired surrogate
-  or an odd trailing octet comes out backslash-escaped (``\\xd8\\x3d``), readable and
-  reversible, never a lone surrogate that no database takes.
 * The two-digit year is 19yy for 70..99 and 20yy for 00..69 (as POSIX ``%y``).
 * A concatenation element with total 0, index 0 or index over total is ignored, as
   TS 23.040 9.2.3.24.1 says (it stays in ``elements``); of several concatenation
@@ -52,26 +42,43 @@ Decisions:
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from enum import StrEnum
 
-import gsm0338  # type: ignore[import-untyped]  # noqa: F401  (registers the "gsm03.38" codec)
+from protocols.sms_alphabet import (
+    GSM7,
+    GSM7_ERRORS,
+    Alphabet,
+    DataCoding,
+    data_coding,
+    decode_gsm7,
+    decode_ucs2,
+    unpack_septets,
+)
+from protocols.sms_fields import Reader, octets, read_address, read_smsc, read_timestamp
 
-from protocols.errors import SmsDecodeError
+__all__ = [
+    "GSM7",
+    "GSM7_ERRORS",
+    "Alphabet",
+    "Concat",
+    "DataCoding",
+    "DeliveryOutcome",
+    "InformationElement",
+    "Sms",
+    "SmsDeliver",
+    "StatusReport",
+    "data_coding",
+    "decode_gsm7",
+    "decode_pdu",
+    "decode_ucs2",
+    "delivery_outcome",
+    "unpack_septets",
+]
 
-GSM7 = "gsm03.38"
-"""Name of the codec the ``gsm0338`` package registers."""
-GSM7_ERRORS = "smiley-gsm7-escape-as-space"
-"""Name of the decode error handler this module registers (see the module docstring)."""
-
-ESCAPE = 0x1B
 MAX_SEPTETS = 160
 MAX_UD_OCTETS = 140
-MAX_ADDRESS_DIGITS = 20
-MAX_SMSC_OCTETS = 11
-"""Length octet of the SMSC field: its type of address and up to 10 octets of digits."""
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
@@ -79,31 +86,7 @@ IEI_CONCAT_16 = 0x08
 MTI_DELIVER = 0x00
 MTI_STATUS_REPORT = 0x02
 
-TON_INTERNATIONAL = 0x1
-TON_ALPHANUMERIC = 0x5
-
 _UDHI = 0x40
-_BCD = "0123456789*#abc"
-"""Semi-octet values 0..14 of an address (TS 23.040 9.1.2.5); 15 is the filler."""
-
-
-def _escape_as_space(error: UnicodeError) -> tuple[str, int]:
-    """gsm0338 reports an escape and a septet its extension table lacks: show a space
-    for the escape and go on with that septet (TS 23.038 6.2.1, 6.2.1.1)."""
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    return " ", error.start + 1
-
-
-codecs.register_error(GSM7_ERRORS, _escape_as_space)
-
-
-class Alphabet(StrEnum):
-    """Character set of the user data (TS 23.038 section 4)."""
-
-    GSM7 = "gsm7"
-    EIGHT_BIT = "8bit"
-    UCS2 = "ucs2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,15 +107,6 @@ class InformationElement:
 
     iei: int
     data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DataCoding:
-    """What a data coding scheme octet says (TS 23.038 section 4)."""
-
-    alphabet: Alphabet
-    message_class: int | None
-    compressed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +132,27 @@ class SmsDeliver:
     """Every element of the user data header, in order, the concatenation one included."""
 
 
+class DeliveryOutcome(StrEnum):
+    """What TP-ST of an SMS-STATUS-REPORT says (TS 23.040 9.2.3.15)."""
+
+    DELIVERED = "delivered"
+    """0x00..0x1F: the transaction is complete (received, forwarded, replaced)."""
+    STILL_TRYING = "still-trying"
+    """0x20..0x3F: a temporary error, the service centre still tries."""
+    FAILED_PERMANENT = "failed-permanent"
+    """0x40..0x7F: a permanent error, or a temporary one the centre no longer tries."""
+
+
+def delivery_outcome(status: int) -> DeliveryOutcome:
+    """The outcome of a TP-ST value; reserved values count as their range says
+    (0x80 and over: "the service centre specific" values, taken as failed)."""
+    if status < 0x20:
+        return DeliveryOutcome.DELIVERED
+    if status < 0x40:
+        return DeliveryOutcome.STILL_TRYING
+    return DeliveryOutcome.FAILED_PERMANENT
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """An SMS-STATUS-REPORT: what became of a message this side sent."""
@@ -181,6 +176,11 @@ class StatusReport:
         """The service centre is done with the message (TP-ST 0x00..0x1F)."""
         return self.status < 0x20
 
+    @property
+    def outcome(self) -> DeliveryOutcome:
+        """Delivered, still trying or failed for good (TS 23.040 9.2.3.15)."""
+        return delivery_outcome(self.status)
+
 
 Sms = SmsDeliver | StatusReport
 
@@ -190,8 +190,8 @@ Sms = SmsDeliver | StatusReport
 
 def decode_pdu(pdu: str | bytes, *, has_smsc: bool = True) -> Sms:
     """Decode one SMS-DELIVER or SMS-STATUS-REPORT; ``has_smsc``: the SMSC field leads."""
-    reader = _Reader(_octets(pdu))
-    smsc = _smsc(reader) if has_smsc else None
+    reader = Reader(octets(pdu))
+    smsc = read_smsc(reader) if has_smsc else None
     first = reader.u8("first octet")
     mti = first & 0x03
     if mti == MTI_DELIVER:
@@ -205,53 +205,15 @@ def decode_pdu(pdu: str | bytes, *, has_smsc: bool = True) -> Sms:
     return message
 
 
-def _octets(pdu: str | bytes) -> bytes:
-    if isinstance(pdu, str):
-        try:
-            return bytes.fromhex(pdu)
-        except ValueError:
-            raise SmsDecodeError(
-                "PDU is not an even number of hex digits", raw=pdu.encode("utf-8", "replace")
-            ) from None
-    return bytes(pdu)
-
-
-class _Reader:
-    """Octets and a position; running short is an :class:`SmsDecodeError`."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.pos
-
-    def error(self, reason: str) -> SmsDecodeError:
-        return SmsDecodeError(reason, raw=self.data)
-
-    def take(self, count: int, what: str) -> bytes:
-        if count > self.left:
-            raise self.error(f"{what}: needs {count} octets at offset {self.pos}, {self.left} left")
-        chunk = self.data[self.pos : self.pos + count]
-        self.pos += count
-        return chunk
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-
 # ---------------------------------------------------------------- the two messages
 
 
-def _deliver(reader: _Reader, smsc: str | None, first: int) -> SmsDeliver:
-    sender_toa, sender = _address(reader, "TP-OA")
+def _deliver(reader: Reader, smsc: str | None, first: int) -> SmsDeliver:
+    sender_toa, sender = read_address(reader, "TP-OA")
     pid = reader.u8("TP-PID")
     dcs = reader.u8("TP-DCS")
     coding = data_coding(dcs)
-    timestamp = _timestamp(reader, "TP-SCTS")
+    timestamp = read_timestamp(reader, "TP-SCTS")
     udl = reader.u8("TP-UDL")
     elements, user_data, text = _user_data(reader, coding, udl, header=bool(first & _UDHI))
     return SmsDeliver(
@@ -271,11 +233,11 @@ def _deliver(reader: _Reader, smsc: str | None, first: int) -> SmsDeliver:
     )
 
 
-def _status_report(reader: _Reader, smsc: str | None, first: int) -> StatusReport:
+def _status_report(reader: Reader, smsc: str | None, first: int) -> StatusReport:
     reference = reader.u8("TP-MR")
-    recipient_toa, recipient = _address(reader, "TP-RA")
-    timestamp = _timestamp(reader, "TP-SCTS")
-    discharge_time = _timestamp(reader, "TP-DT")
+    recipient_toa, recipient = read_address(reader, "TP-RA")
+    timestamp = read_timestamp(reader, "TP-SCTS")
+    discharge_time = read_timestamp(reader, "TP-DT")
     status = reader.u8("TP-ST")
     pid = dcs = None
     user_data = b""
@@ -308,105 +270,11 @@ def _status_report(reader: _Reader, smsc: str | None, first: int) -> StatusRepor
     )
 
 
-# ---------------------------------------------------------------- addresses
-
-
-def _smsc(reader: _Reader) -> str | None:
-    """The SMSC field (TS 24.011 8.2.5.1): length in octets incl. the type of address."""
-    length = reader.u8("SMSC length")
-    if length == 0:
-        return None
-    if length > MAX_SMSC_OCTETS:
-        raise reader.error(f"SMSC length {length} exceeds {MAX_SMSC_OCTETS} octets")
-    toa = reader.u8("SMSC type of address")
-    value = reader.take(length - 1, "SMSC address")
-    semi_octets = 2 * len(value)
-    if value and value[-1] >> 4 == 0x0F:
-        semi_octets -= 1
-    return _address_value(reader, toa, value, semi_octets, "SMSC")
-
-
-def _address(reader: _Reader, what: str) -> tuple[int, str]:
-    """TP-OA or TP-RA (TS 23.040 9.1.2.5): (type of address, the address as text)."""
-    semi_octets = reader.u8(f"{what} length")
-    if semi_octets > MAX_ADDRESS_DIGITS:
-        raise reader.error(f"{what} length {semi_octets} exceeds {MAX_ADDRESS_DIGITS}")
-    toa = reader.u8(f"{what} type of address")
-    value = reader.take((semi_octets + 1) // 2, what)
-    return toa, _address_value(reader, toa, value, semi_octets, what)
-
-
-def _address_value(reader: _Reader, toa: int, value: bytes, semi_octets: int, what: str) -> str:
-    ton = (toa >> 4) & 0x07
-    if ton == TON_ALPHANUMERIC:
-        # "Megafon" in 13 semi-octets: 52 bits hold 7 septets, not 8 (no trailing "@").
-        return decode_gsm7(unpack_septets(value, semi_octets * 4 // 7))
-    digits = []
-    for i in range(semi_octets):
-        nibble = value[i // 2] >> 4 if i % 2 else value[i // 2] & 0x0F
-        if nibble == 0x0F:
-            raise reader.error(f"{what}: filler semi-octet inside the digits")
-        digits.append(_BCD[nibble])
-    number = "".join(digits)
-    return "+" + number if ton == TON_INTERNATIONAL else number
-
-
-# ---------------------------------------------------------------- time stamps
-
-
-def _timestamp(reader: _Reader, what: str) -> datetime:
-    """Seven octets of swapped BCD (TS 23.040 9.2.3.11), the zone in quarter hours."""
-    octets = reader.take(7, what)
-    fields = []
-    for octet in octets[:6]:
-        tens, units = octet & 0x0F, octet >> 4
-        if tens > 9 or units > 9:
-            raise reader.error(f"{what}: 0x{octet:02X} is not two BCD digits")
-        fields.append(tens * 10 + units)
-    zone = octets[6]
-    if zone >> 4 > 9:
-        raise reader.error(f"{what}: time zone 0x{zone:02X} is not BCD")
-    quarters = (zone & 0x07) * 10 + (zone >> 4)
-    offset = timedelta(minutes=15 * quarters)
-    if zone & 0x08:
-        offset = -offset
-    yy, month, day, hour, minute, second = fields
-    year = yy + (1900 if yy >= 70 else 2000)
-    try:
-        return datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
-    except ValueError as exc:
-        raise reader.error(f"{what}: {exc}") from None
-
-
-# ---------------------------------------------------------------- data coding
-
-
-def data_coding(dcs: int) -> DataCoding:
-    """Alphabet, message class and compression a TP-DCS octet names (TS 23.038 4).
-
-    Reserved codings are taken as the GSM 7-bit default alphabet, as 23.038 asks.
-    """
-    group = dcs >> 4
-    if group <= 0x7:  # 00xx general data coding, 01xx the same marked for deletion
-        alphabet = (Alphabet.GSM7, Alphabet.EIGHT_BIT, Alphabet.UCS2, Alphabet.GSM7)[
-            (dcs >> 2) & 0x03
-        ]
-        message_class = dcs & 0x03 if dcs & 0x10 else None
-        return DataCoding(alphabet, message_class, compressed=bool(dcs & 0x20))
-    if group == 0xF:  # data coding / message class: bit 2 8-bit data, bits 0-1 the class
-        alphabet = Alphabet.EIGHT_BIT if dcs & 0x04 else Alphabet.GSM7
-        return DataCoding(alphabet, dcs & 0x03)
-    if group == 0xE:  # message waiting indication, store, UCS2
-        return DataCoding(Alphabet.UCS2, None)
-    # 1000..1011 reserved; 1100 and 1101 message waiting indication, GSM 7-bit
-    return DataCoding(Alphabet.GSM7, None)
-
-
 # ---------------------------------------------------------------- user data
 
 
 def _user_data(
-    reader: _Reader, coding: DataCoding, udl: int, *, header: bool
+    reader: Reader, coding: DataCoding, udl: int, *, header: bool
 ) -> tuple[tuple[InformationElement, ...], bytes, str | None]:
     """(header elements, user data after the header, text) of TP-UD."""
     septets = coding.alphabet is Alphabet.GSM7 and not coding.compressed
@@ -441,7 +309,7 @@ def _user_data(
     return elements, body, decode_ucs2(body)
 
 
-def _elements(reader: _Reader, header: bytes) -> tuple[InformationElement, ...]:
+def _elements(reader: Reader, header: bytes) -> tuple[InformationElement, ...]:
     elements = []
     pos = 0
     while pos < len(header):
@@ -458,7 +326,7 @@ def _elements(reader: _Reader, header: bytes) -> tuple[InformationElement, ...]:
     return tuple(elements)
 
 
-def _concat(elements: tuple[InformationElement, ...], reader: _Reader) -> Concat | None:
+def _concat(elements: tuple[InformationElement, ...], reader: Reader) -> Concat | None:
     concat = None
     for element in elements:
         if element.iei == IEI_CONCAT_8:
@@ -477,34 +345,3 @@ def _concat(elements: tuple[InformationElement, ...], reader: _Reader) -> Concat
         if 1 <= index <= total:  # else "ignore the whole element" (23.040 9.2.3.24.1)
             concat = Concat(reference, bits, total, index)
     return concat
-
-
-# ---------------------------------------------------------------- alphabets
-
-
-def unpack_septets(data: bytes, count: int) -> bytes:
-    """The first ``count`` septets packed into ``data`` (TS 23.038 6.1.2.1), one per byte."""
-    if count * 7 > len(data) * 8:
-        raise SmsDecodeError(f"{len(data)} octets cannot hold {count} septets", raw=data)
-    value = int.from_bytes(data, "little")
-    return bytes((value >> (7 * i)) & 0x7F for i in range(count))
-
-
-def decode_gsm7(septets: bytes) -> str:
-    """Text of GSM 7-bit default alphabet septets (one per byte), escapes included.
-
-    An escape the extension table does not define shows as a space (module docstring).
-    """
-    if any(septet > 0x7F for septet in septets):
-        raise SmsDecodeError("a septet is over 0x7F", raw=bytes(septets))
-    text = bytes(septets).decode(GSM7, GSM7_ERRORS)
-    if septets and septets[-1] == ESCAPE:
-        # gsm0338 drops a trailing escape; it is always a lone one, since the handler
-        # never pairs an escape with the escape after it.
-        text += " "
-    return text
-
-
-def decode_ucs2(data: bytes) -> str:
-    """Text of UCS2 user data, read as UTF-16BE; broken units come out backslash-escaped."""
-    return bytes(data).decode("utf-16-be", "backslashreplace")

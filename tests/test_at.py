@@ -151,3 +151,13 @@ def test_any_bytes_give_only_events_and_a_bounded_buffer(data: bytes) -> None:
     session.command("AT+CMGL=4")
     for event in session.feed(data):
         assert isinstance(event, Response | Urc | Prompt | Stray)
+
+
+def test_a_prompt_with_a_urc_behind_it_in_one_read() -> None:
+    session = AtSession()
+    session.command("AT+CMGS=23")
+    events = session.feed(b'\r\n> \r\n+CMTI: "SM",3\r\n')
+    assert events == [Prompt(), Urc('+CMTI: "SM",3')]
+    assert session.feed(b"\r\n+CMGS: 7\r\n\r\nOK\r\n") == [
+        Response("AT+CMGS=23", ("+CMGS: 7",), Final(FinalKind.OK))
+    ]

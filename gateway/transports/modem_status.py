@@ -20,6 +20,11 @@ class ModemStatus:
     storage_used: int | None = None
     storage_total: int | None = None
     messages_taken: int = 0
+    reports_taken: int = 0
+    """Status reports the report sink committed."""
+    sent: int = 0
+    """SMS-SUBMITs the modem answered with a reference."""
+    sends_refused: int = 0
     deletes: int = 0
     resets_seen: int = 0
     reopens: int = 0
