@@ -57,6 +57,9 @@ class MqttSection:
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 30
     reconnect_max_s: float = 30.0
+    shared_group: str = ""
+    """An MQTT 5 shared subscription group: instances in one group share the terminals'
+    messages. Empty: this instance alone takes them all."""
 
     @property
     def tls(self) -> bool:
@@ -331,6 +334,11 @@ def _validate_mqtt(config: Config, m: MqttSection) -> None:
             raise ConfigError(key, f"file {config.path(p)} not found")
     if m.session_expiry_s <= 0:
         raise ConfigError("mqtt.session_expiry_s", "must be positive: the session must persist")
+    # MQTT v5 section 4.8.2: a ShareName holds no "/", "+" or "#".
+    if any(c in m.shared_group for c in "/+#") or not m.shared_group.isprintable():
+        raise ConfigError(
+            "mqtt.shared_group", f"a share name without '/', '+', '#': {m.shared_group!r}"
+        )
 
 
 def validate_tls(config: Config, section: str, cert: Path | None, key: Path | None) -> None:
