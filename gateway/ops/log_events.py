@@ -126,6 +126,11 @@ EVENTS: dict[str, tuple[str, str]] = {
         "api",
         "the API cannot read the central store and retries: check store.url and the database",
     ),
+    "store_seq_unavailable": (
+        "store",
+        "the central store did not tell a HELLO its highest seq in time; WELCOME took the"
+        " outbox's: check store.url and the database",
+    ),
     "log_suppressed": (
         "logs",
         "identical lines were dropped; the first ones of that window say what is wrong",

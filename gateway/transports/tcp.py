@@ -283,7 +283,10 @@ class TerminalConnection:
             self._log = self._log.bind(terminal_id=hello.terminal_id)
             self._greeted = True
         self._ingest.hello(hello, origin)
-        next_seq = self._ingest.next_seq(hello.terminal_id)
+        return _Answer(asyncio.ensure_future(self._welcome_reply(hello, origin)))
+
+    async def _welcome_reply(self, hello: Hello, origin: Origin) -> bytes:
+        next_seq = await self._ingest.welcome_seq(hello.terminal_id)
         self._log.info(
             "tcp_hello",
             fw_version=hello.fw_version,
@@ -293,8 +296,7 @@ class TerminalConnection:
             queued=hello.queued,
             next_seq=next_seq,
         )
-        welcome = welcome_for(hello, int(self._clock()), next_seq)
-        return _Answer(_ready(self._session.encode(welcome)))
+        return self._session.encode(welcome_for(hello, int(self._clock()), next_seq))
 
     async def _commit(self, frame: Presses, origin: Origin) -> bytes:
         try:
