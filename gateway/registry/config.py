@@ -42,6 +42,8 @@ class TcpSection:
     idle_timeout_s: float = 180.0
     pipeline_depth: int = 16
     max_connections: int = 20000
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY header (v1 or v2) from a load balancer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,11 @@ def validate_config(config: Config) -> None:
             raise ConfigError("tcp.idle_timeout_s", "must be positive")
         if t.pipeline_depth <= 0:
             raise ConfigError("tcp.pipeline_depth", "must be positive")
+        if t.proxy_protocol and t.tls_cert is not None:
+            # The header comes before the TLS handshake, which asyncio makes at accept.
+            raise ConfigError(
+                "tcp.proxy_protocol", "not with tls_cert: terminate TLS at the load balancer"
+            )
     if config.mqtt is not None:
         _validate_mqtt(config, config.mqtt)
     if config.sms is not None:
