@@ -268,6 +268,8 @@ class TerminalConnection:
             return CloseReason.RESET
         if relayed is None or relayed.header.local:
             self._quiet = True  # a port probe or a health check: no line at close
+            if relayed is not None:
+                self._log.debug("proxy_health_check", version=relayed.header.version)
             return CloseReason.EOF
         balancer, self._peer = self._peer, relayed.peer(self._peer)
         self._log = log.bind(peer=self._peer, transport=TRANSPORT, via=balancer)
