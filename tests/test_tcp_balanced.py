@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import structlog
 
-from firmware_sim.harness import GatewayProcess, free_port
+from firmware_sim.harness import GatewayProcess, PrivateCluster, free_port
 from gateway.intake.store_seq import StoreSeq
 from gateway.stores import open_reader
 from protocols.frames import Ack, Hello, Presses, PressRecord, Welcome
 from tests.conftest import GatewayHarness
+from tests.pg import started_cluster
 from tests.support import RawTerminal, write_config
 
 T0 = 1_767_225_600
@@ -35,18 +38,32 @@ def presses(first: int, count: int) -> Presses:
     return Presses(1001, T0 + first + count, first, 0, records)
 
 
-def stored_keys(store: Path) -> Counter[tuple[int, int]]:
-    with contextlib.closing(sqlite3.connect(store, timeout=10)) as db:
-        return Counter(db.execute("SELECT terminal_id, seq FROM press").fetchall())
+class SharedStore:
+    """The one central store both instances write: a SQLite file or a PostgreSQL database."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-async def store_holds(store: Path, seqs: range, timeout: float = 30) -> None:
-    """Poll until the shared store holds terminal 1001's ``seqs`` (the forwarder moved them)."""
-    deadline = time.monotonic() + timeout
-    wanted = {(1001, s) for s in seqs}
-    while not wanted <= set(stored_keys(store)):
-        assert time.monotonic() < deadline, f"the store never got {seqs}"
-        await asyncio.sleep(0.05)
+    async def keys(self) -> Counter[tuple[int, int]]:
+        if self.url.startswith("sqlite:///"):
+            with contextlib.closing(
+                sqlite3.connect(self.url[len("sqlite://") :], timeout=10)
+            ) as db:
+                return Counter(db.execute("SELECT terminal_id, seq FROM press").fetchall())
+        conn = await asyncpg.connect(self.url)
+        try:
+            rows = await conn.fetch("SELECT terminal_id, seq FROM press")
+        finally:
+            await conn.close()
+        return Counter((r["terminal_id"], r["seq"]) for r in rows)
+
+    async def holds(self, seqs: range, timeout: float = 30) -> None:
+        """Poll until the store holds terminal 1001's ``seqs`` (the forwarder moved them)."""
+        deadline = time.monotonic() + timeout
+        wanted = {(1001, s) for s in seqs}
+        while not wanted <= set(await self.keys()):
+            assert time.monotonic() < deadline, f"the store never got {seqs}"
+            await asyncio.sleep(0.05)
 
 
 async def visit(port: int, boot: int) -> tuple[RawTerminal, int]:
@@ -58,22 +75,45 @@ async def visit(port: int, boot: int) -> tuple[RawTerminal, int]:
     return terminal, welcome.next_seq
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    yield from started_cluster()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> SharedStore:
+    if request.param == "sqlite":
+        return SharedStore(f"sqlite:///{tmp_path / 'central.db'}")
+    cluster: PrivateCluster = request.getfixturevalue("cluster")
+    name = f"balanced{next(_databases)}"
+    conn = await asyncpg.connect(cluster.url())
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return SharedStore(cluster.url(name))
+
+
 @pytest.fixture
-async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[list[GatewayProcess], Path]]:
-    """Two gateway processes, each with its own outbox, writing one SQLite store file."""
-    store = tmp_path / "central.db"
+async def two_instances(
+    tmp_path: Path, shared_store: SharedStore
+) -> AsyncIterator[tuple[list[GatewayProcess], SharedStore]]:
+    """Two gateway processes, each with its own outbox, writing one central store."""
     instances = []
     for name in ("a", "b"):
         port = free_port()
         config = write_config(tmp_path / name, port=port)
         text = config.read_text(encoding="utf-8")
         assert SQLITE_URL_LINE in text
-        config.write_text(text.replace(SQLITE_URL_LINE, f'url = "sqlite:///{store}"'), "utf-8")
+        config.write_text(text.replace(SQLITE_URL_LINE, f'url = "{shared_store.url}"'), "utf-8")
         instances.append(GatewayProcess(config, port))
     try:
         for instance in instances:  # one at a time: the first creates the store's schema
             await instance.start()
-        yield instances, store
+        yield instances, shared_store
     finally:
         for instance in instances:
             if instance.alive:
@@ -81,7 +121,7 @@ async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[list[GatewayProce
 
 
 async def test_next_seq_never_goes_back_as_a_terminal_moves_between_instances(
-    two_instances: tuple[list[GatewayProcess], Path],
+    two_instances: tuple[list[GatewayProcess], SharedStore],
 ) -> None:
     (a, b), store = two_instances
     seen = []
@@ -99,16 +139,16 @@ async def test_next_seq_never_goes_back_as_a_terminal_moves_between_instances(
         assert isinstance(answer, Ack)
         assert answer.acked_seq == frame.last_seq
         await terminal.close()
-        await store_holds(store, range(first, first + 25))
+        await store.holds(range(first, first + 25))
         first += 25
     assert seen == sorted(seen)
-    keys = stored_keys(store)
+    keys = await store.keys()
     assert [k for k, n in keys.items() if n > 1] == []
     assert set(keys) == {(1001, s) for s in range(first)}
 
 
 async def test_a_frame_resent_to_another_instance_is_stored_once(
-    two_instances: tuple[list[GatewayProcess], Path],
+    two_instances: tuple[list[GatewayProcess], SharedStore],
 ) -> None:
     (a, b), store = two_instances
     terminal, next_seq = await visit(a.port, 1)
@@ -121,11 +161,11 @@ async def test_a_frame_resent_to_another_instance_is_stored_once(
     await terminal.send_frame(frame)
     assert isinstance(await terminal.receive(timeout=10), Ack)
     await terminal.close()
-    await store_holds(store, range(40))
+    await store.holds(range(40))
     terminal, next_seq = await visit(b.port, 3)
     assert next_seq == 40
     await terminal.close()
-    keys = stored_keys(store)
+    keys = await store.keys()
     assert keys == Counter({(1001, s): 1 for s in range(40)})
 
 
