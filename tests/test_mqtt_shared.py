@@ -91,3 +91,52 @@ async def test_two_gateways_in_one_group_share_the_load_and_store_each_press_onc
     assert set(keys_stored) == set(fleet.report.acked)
     assert fleet.report.acked_count == 5_000
     assert {r["transport"] for r in rows} == {"mqtt"}
+
+
+async def test_a_member_away_gets_its_share_on_return_and_nothing_is_stored_twice(
+    tmp_path: Path, broker: PrivateMosquitto
+) -> None:
+    """Mosquitto 2.0 keeps handing an away member (its session alive) its share of the group.
+
+    Those messages wait in its session: their terminals get no answer from it and
+    publish again, and a resend may reach the member still there; when the away
+    member returns, the broker delivers what it kept, which is stored once.
+    """
+    store = tmp_path / "central.db"
+    a, b = (member(tmp_path, name, broker, store) for name in ("gw-a", "gw-b"))
+    for harness in (a, b):
+        gateway = await harness.start()
+        assert gateway.mqtt is not None
+        await asyncio.wait_for(gateway.mqtt.connected.wait(), 10)
+    await b.stop()  # its persistent session stays at the broker, subscribed to the group
+    keys = load_sim_registry(tmp_path / "gw-a" / "terminals.toml")
+    keys = {tid: keys[tid] for tid in sorted(keys)[:10]}
+    link = MqttLinkOptions(
+        "127.0.0.1", broker.port, window=1, max_records=5, answer_timeout=1, max_answer_timeout=1
+    )
+    options = FleetOptions(pattern=Steady(rate=0), seed=22, name="away")
+    try:
+        async with Fleet(keys, link, options) as fleet:
+            await fleet.run(presses=60)
+            await fleet.wait_all_acked(timeout=60)  # by a alone, through the resends
+            assert a.gateway is not None
+            assert a.gateway.mqtt is not None
+            terminals = fleet.report.terminals.values()
+            assert sum(t.republishes for t in terminals) > 0  # b's share went unanswered
+            returned = await b.start()
+            assert returned.mqtt is not None
+            await asyncio.wait_for(returned.mqtt.connected.wait(), 10)
+            deadline = asyncio.get_running_loop().time() + 10
+            while returned.mqtt.messages == 0:  # what the broker kept for b, delivered now
+                assert asyncio.get_running_loop().time() < deadline, "b got nothing back"
+                await asyncio.sleep(0.05)
+        for harness in (a, b):
+            await harness.forwarded()
+    finally:
+        for harness in (a, b):
+            await harness.stop()
+    rows = export_rows(a.config_path)
+    keys_stored = Counter((r["terminal_id"], r["seq"]) for r in rows)
+    assert [k for k, n in keys_stored.items() if n > 1] == []
+    assert set(keys_stored) == set(fleet.report.acked)
+    assert len(keys_stored) == 60

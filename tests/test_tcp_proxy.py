@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.errors import ConfigError
+from gateway.registry.config import load_config, validate_config
 from gateway.transports.tcp_proxy import read_proxy_header
 from protocols.frames import Ack, Welcome
 from protocols.proxy_protocol import V2_SIGNATURE, BadProxyHeader
@@ -134,3 +137,20 @@ async def test_the_header_must_arrive_within_the_timeout() -> None:
         writer.close()
     finally:
         server.close()
+
+
+def test_proxy_protocol_with_tls_on_the_listener_is_refused(tmp_path: Path) -> None:
+    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    cert.write_text("x", encoding="utf-8")
+    key.write_text("x", encoding="utf-8")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[tcp]\nproxy_protocol = true\ntls_cert = "{cert}"\ntls_key = "{key}"\n', "utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"tcp\.proxy_protocol"):
+        validate_config(load_config(config, env={}))
+    config.write_text("[tcp]\nproxy_protocol = true\n", "utf-8")
+    validated = load_config(config, env={})
+    validate_config(validated)
+    assert validated.tcp is not None
+    assert validated.tcp.proxy_protocol is True
