@@ -39,8 +39,6 @@ from tests.test_postgres_outage import (
     use_postgres,
 )
 
-pytestmark = pytest.mark.timeout(300)
-
 PRESSES = 100_000
 TCP_IDS = range(20_001, 20_151)
 MQTT_IDS = range(30_001, 30_151)
