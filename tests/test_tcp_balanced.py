@@ -23,7 +23,7 @@ import structlog
 
 from firmware_sim.harness import GatewayProcess, PrivateCluster, free_port
 from gateway.intake.store_seq import StoreSeq
-from gateway.stores import open_reader
+from gateway.stores import open_reader, open_store
 from protocols.frames import Ack, Hello, Presses, PressRecord, Welcome
 from tests.conftest import GatewayHarness
 from tests.pg import started_cluster
@@ -218,3 +218,20 @@ async def test_a_store_that_is_down_leaves_welcome_to_the_outbox(tmp_path: Path)
         assert harness.gateway.store_seq.unavailable == 2
     finally:
         await harness.stop()
+
+
+async def test_the_store_is_asked_again_once_the_retry_interval_passed(tmp_path: Path) -> None:
+    path = tmp_path / "central.db"
+    url = f"sqlite:///{path}"
+    store_seq = StoreSeq(lambda: open_reader(url), timeout_s=2, retry_s=0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await store_seq.highest(1001) is None  # no schema yet: a StoreError
+            store = await open_store(url)  # the store is made, empty
+            await store.close()
+            assert await store_seq.highest(1001) is None  # answered: it holds nothing
+    finally:
+        await store_seq.close()
+    assert store_seq.unavailable == 1
+    assert [e["event"] for e in logs] == ["store_seq_unavailable"]
+    assert "press" in logs[0]["error"]
