@@ -33,13 +33,14 @@ from gateway.errors import GatewayError, StoreError
 from gateway.intake.forwarder import Forwarder
 from gateway.intake.ingest import Ingest
 from gateway.intake.outbox import Outbox
+from gateway.intake.store_seq import StoreSeq
 from gateway.ops.operations import Operations
 from gateway.ops.stats import StatsReporter
 from gateway.ops.views import Observed
 from gateway.registry.config import Config
 from gateway.registry.source import RegistryImport, registry_for
 from gateway.registry.terminals import Registry, load_registry
-from gateway.stores import CentralStore, open_store
+from gateway.stores import CentralStore, open_reader, open_store
 from gateway.supervisor import Supervisor
 from gateway.transports.modem import Modem
 from gateway.transports.mqtt import MqttIngest
@@ -71,6 +72,7 @@ class Gateway:
     ingest: Ingest
     forwarder: Forwarder
     registry_import: RegistryImport
+    store_seq: StoreSeq
     tcp: TcpServer | None = None
     mqtt: MqttIngest | None = None
     sms_transport: Sms | None = None
@@ -121,7 +123,9 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         await outbox.close()
         raise
     registry, from_store = await registry_for(config, store)
-    ingest = Ingest(registry, outbox)
+    store_url = config.store_url()
+    store_seq = StoreSeq(lambda: open_reader(store_url))
+    ingest = Ingest(registry, outbox, store_seq)
     gateway = Gateway(
         config=config,
         registry=registry,
@@ -132,6 +136,7 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
             outbox, store, batch=config.store.forward_batch, retry_max_s=config.store.retry_max_s
         ),
         registry_import=RegistryImport(registry, store, from_store=from_store),
+        store_seq=store_seq,
         tcp=_tcp(config, ingest, registry, clock),
         mqtt=MqttIngest(config, ingest, registry, clock=clock) if config.mqtt else None,
         sms_transport=_sms(config, ingest, registry, clock),
@@ -251,6 +256,7 @@ async def _shutdown(gateway: Gateway, parts: Supervisor) -> None:
         except (TimeoutError, GatewayError) as exc:
             log.warning("shutdown_left_backlog", error=str(exc) or type(exc).__name__)
     await parts.stop_all()  # the outbox writer
+    await gateway.store_seq.close()
     await gateway.store.close()
     await gateway.outbox.close()
     log.info("gateway_stopped")

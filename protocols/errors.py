@@ -17,6 +17,8 @@ Hierarchy::
     │   │   └── Malformed          NAK MALFORMED; on SMS also a frame-like message that
     │   │                          breaks the frame (bad base64 after ``SM1 ``, bytes
     │   │                          after the frame, an hour after the SC timestamp)
+    │   ├── BadProxyHeader         (protocols/proxy_protocol.py) a connection behind a load
+    │   │                          balancer did not start with a PROXY header: no NAK, close
     │   └── SessionViolation       a genuine frame that breaks the session (section 4):
     │       ├── NotHello           on TCP a frame other than HELLO came first: NAK, close
     │       ├── NotAccepted        a type not taken from a terminal on this transport:

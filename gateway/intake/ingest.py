@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Outbox
 from gateway.intake.sms_ledger import SmsLedger
+from gateway.intake.store_seq import StoreSeq, welcome_seq
 from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
@@ -73,9 +74,12 @@ class IngestCounters:
 class Ingest:
     """Commits what terminals send; raises OutboxBusy when it cannot."""
 
-    def __init__(self, registry: Registry, outbox: Outbox) -> None:
+    def __init__(
+        self, registry: Registry, outbox: Outbox, store_seq: StoreSeq | None = None
+    ) -> None:
         self._registry = registry
         self._outbox = outbox
+        self._store_seq = store_seq
         self.counters = IngestCounters()
         self.last_heartbeat: dict[int, tuple[Heartbeat, Origin]] = {}
         self._offsets: dict[int, UtcOffsets] = {}
@@ -85,6 +89,11 @@ class Ingest:
 
     def next_seq(self, terminal_id: int) -> int:
         return self._outbox.next_seq(terminal_id)
+
+    async def welcome_seq(self, terminal_id: int) -> int:
+        """WELCOME's next_seq: past what the outbox or the central store holds."""
+        outbox_next = self._outbox.next_seq(terminal_id)
+        return await welcome_seq(outbox_next, self._store_seq, terminal_id)
 
     async def presses(self, frame: Presses, origin: Origin) -> None:
         """Return once every record of ``frame`` is durably committed (or was before)."""

@@ -126,6 +126,16 @@ EVENTS: dict[str, tuple[str, str]] = {
         "api",
         "the API cannot read the central store and retries: check store.url and the database",
     ),
+    "proxy_header_refused": (
+        "tcp",
+        "a connection did not start with a PROXY header: is everything that reaches"
+        " tcp.listen sent by the load balancer with send-proxy-v2 (see deploy/haproxy/)?",
+    ),
+    "store_seq_unavailable": (
+        "store",
+        "the central store did not tell a HELLO its highest seq in time; WELCOME took the"
+        " outbox's: check store.url and the database",
+    ),
     "log_suppressed": (
         "logs",
         "identical lines were dropped; the first ones of that window say what is wrong",

@@ -42,6 +42,8 @@ class TcpSection:
     idle_timeout_s: float = 180.0
     pipeline_depth: int = 16
     max_connections: int = 20000
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY header (v1 or v2) from a load balancer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,9 @@ class MqttSection:
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 30
     reconnect_max_s: float = 30.0
+    shared_group: str = ""
+    """An MQTT 5 shared subscription group: instances in one group share the terminals'
+    messages. Empty: this instance alone takes them all."""
 
     @property
     def tls(self) -> bool:
@@ -274,6 +279,11 @@ def validate_config(config: Config) -> None:
             raise ConfigError("tcp.idle_timeout_s", "must be positive")
         if t.pipeline_depth <= 0:
             raise ConfigError("tcp.pipeline_depth", "must be positive")
+        if t.proxy_protocol and t.tls_cert is not None:
+            # The header comes before the TLS handshake, which asyncio makes at accept.
+            raise ConfigError(
+                "tcp.proxy_protocol", "not with tls_cert: terminate TLS at the load balancer"
+            )
     if config.mqtt is not None:
         _validate_mqtt(config, config.mqtt)
     if config.sms is not None:
@@ -331,6 +341,11 @@ def _validate_mqtt(config: Config, m: MqttSection) -> None:
             raise ConfigError(key, f"file {config.path(p)} not found")
     if m.session_expiry_s <= 0:
         raise ConfigError("mqtt.session_expiry_s", "must be positive: the session must persist")
+    # MQTT v5 section 4.8.2: a ShareName holds no "/", "+" or "#".
+    if any(c in m.shared_group for c in "/+#") or not m.shared_group.isprintable():
+        raise ConfigError(
+            "mqtt.shared_group", f"a share name without '/', '+', '#': {m.shared_group!r}"
+        )
 
 
 def validate_tls(config: Config, section: str, cert: Path | None, key: Path | None) -> None:

@@ -197,6 +197,9 @@ class StoreReader(Protocol):
         per-survey rollup may answer instead of one per terminal.
         """
 
+    async def max_seq(self, terminal_id: int) -> int | None:
+        """The highest seq the store holds for the terminal, None if it holds none."""
+
     async def first_seen(self, terminals: Sequence[int]) -> dict[int, int]:
         """Each terminal's earliest press or hour count (Unix seconds)."""
 

@@ -30,7 +30,15 @@ from gateway.stores.reads import (
     TokenInfo,
     Window,
 )
-from gateway.stores.schema import API_TOKEN, COMPANY, LOCATION, SURVEY, TERMINAL, TOKEN_COLUMNS
+from gateway.stores.schema import (
+    API_TOKEN,
+    COMPANY,
+    LOCATION,
+    PRESS,
+    SURVEY,
+    TERMINAL,
+    TOKEN_COLUMNS,
+)
 
 _TOKEN_COLUMNS = ", ".join(TOKEN_COLUMNS)
 _NEW_TOKEN_COLUMNS = ", ".join(NewToken.__dataclass_fields__)
@@ -90,6 +98,14 @@ class SqlReader(ABC):
                 if int(r[4]) > 0
             )
         return found
+
+    async def max_seq(self, terminal_id: int) -> int | None:
+        # PostgreSQL: press_key, the keys' own table (press is partitioned by month,
+        # so its index on terminal_id would be searched in every partition).
+        table = "press_key" if self.dialect.name == "postgres" else PRESS
+        sql = f"SELECT max(seq) FROM {table} WHERE terminal_id = ?"  # noqa: S608 (a table name)
+        rows = await self.fetch(sql, [terminal_id])
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def first_seen(self, terminals: Sequence[int]) -> dict[int, int]:
         if not terminals:

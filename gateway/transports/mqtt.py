@@ -1,8 +1,10 @@
 """MQTT transport: the spec's section 4 (MQTT) through a broker, with aiomqtt.
 
 The gateway keeps a persistent session (fixed client id, no clean start, a
-session expiry), subscribes ``smiley/v1/+/up`` at QoS 1 and answers on
-``smiley/v1/{terminal_id}/down`` at QoS 1.
+session expiry), subscribes ``smiley/v1/+/up`` at QoS 1 (or, with
+``mqtt.shared_group``, ``$share/{group}/smiley/v1/+/up``, so that the instances
+of a group share the messages) and answers on ``smiley/v1/{terminal_id}/down``
+at QoS 1, whichever instance took the message.
 
 PUBACK only after commit: aiomqtt acknowledges a QoS 1 message as soon as
 paho has queued it in memory, so a crash would lose it. Underneath aiomqtt we
@@ -45,13 +47,12 @@ from gateway.registry.config import Config
 from gateway.registry.terminals import Registry
 from gateway.transports.mqtt_link import (
     DEFAULT_RECEIVE_MAXIMUM,
-    UP_TOPICS,
     MqttConnection,
     Reply,
     _Link,
     _paho,
-    down_topic,
 )
+from gateway.transports.mqtt_topics import UP_TOPICS, down_topic, topic_terminal
 from protocols.errors import DecodeError
 from protocols.frames import Frame, Heartbeat, Presses, decode
 from protocols.session import Decision, GatewaySession, Refuse, Transport, ack_for
@@ -70,18 +71,6 @@ __all__ = [
     "down_topic",
     "topic_terminal",
 ]
-
-
-def topic_terminal(topic: str) -> int | None:
-    """The decimal terminal id of ``smiley/v1/{id}/up``, or None if it is not one."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[:2] != ["smiley", "v1"] or parts[3] != "up":
-        return None
-    text = parts[2]
-    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
-        return None
-    value = int(text)
-    return value if value <= 0xFFFFFFFF else None
 
 
 _Refusal = Refuse

@@ -37,10 +37,10 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import Backoff
 from gateway.registry.config import Config, MqttSection
 from gateway.transports.mqtt_flow import FlowCounters
+from gateway.transports.mqtt_topics import down_topic, up_subscription
 
 log = structlog.get_logger("gateway.mqtt")
 
-UP_TOPICS = "smiley/v1/+/up"
 # MQTT v5 section 3.2.2.3.3: a CONNACK that names no Receive Maximum means this.
 DEFAULT_RECEIVE_MAXIMUM = 65535
 PUBLISH_COMMAND = 0x30  # MQTT fixed header: packet type 3 in the high nibble
@@ -51,10 +51,6 @@ MAX_PACKET_BYTES = 65_536
 
 Reply = tuple[int, bytes]
 """An answer: the terminal whose down topic it goes to, and the frame's bytes."""
-
-
-def down_topic(terminal_id: int) -> str:
-    return f"smiley/v1/{terminal_id}/down"
 
 
 class _Link:
@@ -313,10 +309,11 @@ class MqttConnection:
         )
         async with client:
             self.connects += 1
-            await client.subscribe(UP_TOPICS, qos=1)
+            await client.subscribe(up_subscription(self._section.shared_group), qos=1)
             self._backoff.reset()
             self.connected.set()
-            log.info("mqtt_connected", url=self._section.url, client_id=self._section.client_id)
+            s = self._section
+            log.info("mqtt_connected", url=s.url, client_id=s.client_id, group=s.shared_group)
             async with asyncio.TaskGroup() as handlers:
                 handlers.create_task(_until_disconnected(client))
                 while True:

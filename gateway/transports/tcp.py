@@ -20,9 +20,11 @@ from gateway.errors import OutboxBusy
 from gateway.intake.ingest import Ingest, Origin
 from gateway.registry.config import TcpSection, parse_listen
 from gateway.registry.terminals import Registry
+from gateway.transports.tcp_proxy import read_proxy_header
 from protocols.constants import NakCode
 from protocols.errors import DecodeError, PeerError
 from protocols.frames import Frame, Heartbeat, Hello, Presses
+from protocols.proxy_protocol import BadProxyHeader
 from protocols.session import (
     CloseReason,
     GatewaySession,
@@ -98,7 +100,12 @@ class TcpServer:
         self._server = await asyncio.start_server(
             self._accept, host, port, ssl=self._ssl, limit=READ_CHUNK, backlog=1024
         )
-        log.info("tcp_listening", listen=self._section.listen, tls=self._ssl is not None)
+        log.info(
+            "tcp_listening",
+            listen=self._section.listen,
+            tls=self._ssl is not None,
+            proxy_protocol=self._section.proxy_protocol,
+        )
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
@@ -184,6 +191,7 @@ class TerminalConnection:
         self._log = log.bind(peer=peer, transport=TRANSPORT)
         self._reading: asyncio.Task[CloseReason] | None = None
         self._stopping = False
+        self._quiet = False
 
     def abort(self) -> None:
         """Cut the connection at once; answers not yet written are not sent."""
@@ -215,10 +223,17 @@ class TerminalConnection:
                 await writer_task
             finally:
                 self._writer.transport.abort()
-                self._log.info("tcp_disconnected", reason=reason.value)
+                if not self._quiet:
+                    self._log.info("tcp_disconnected", reason=reason.value)
 
     async def _read_frames(self) -> CloseReason:
         self._log.debug("tcp_connected")
+        if self._section.proxy_protocol:
+            first = await self._proxied()
+            if isinstance(first, CloseReason):
+                return first
+            if first and await self._take(first):
+                return CloseReason.PROTOCOL_ERROR
         while True:
             try:
                 data = await asyncio.wait_for(
@@ -236,6 +251,29 @@ class TerminalConnection:
                 reason = CloseReason.EOF
             await self._refuse_truncated()
             return reason
+
+    async def _proxied(self) -> CloseReason | bytes:
+        """Read the balancer's PROXY header: the terminal's address becomes the peer.
+
+        What follows the header is returned, the terminal's first bytes. A v2
+        LOCAL connection (a health check) is closed quietly; no header is refused.
+        """
+        try:
+            relayed = await read_proxy_header(self._reader)
+        except BadProxyHeader as error:
+            self._log.warning("proxy_header_refused", detail=error.reason, received=len(error.raw))
+            await self._quarantine(error, Origin(TRANSPORT, self._peer, self._clock()), None)
+            return CloseReason.PROTOCOL_ERROR
+        except (ConnectionError, OSError):
+            return CloseReason.RESET
+        if relayed is None or relayed.header.local:
+            self._quiet = True  # a port probe or a health check: no line at close
+            if relayed is not None:
+                self._log.debug("proxy_health_check", version=relayed.header.version)
+            return CloseReason.EOF
+        balancer, self._peer = self._peer, relayed.peer(self._peer)
+        self._log = log.bind(peer=self._peer, transport=TRANSPORT, via=balancer)
+        return relayed.rest
 
     async def _take(self, data: bytes) -> bool:
         """Answer every frame ``data`` completes; True once an answer closes the connection."""
@@ -283,7 +321,10 @@ class TerminalConnection:
             self._log = self._log.bind(terminal_id=hello.terminal_id)
             self._greeted = True
         self._ingest.hello(hello, origin)
-        next_seq = self._ingest.next_seq(hello.terminal_id)
+        return _Answer(asyncio.ensure_future(self._welcome_reply(hello, origin)))
+
+    async def _welcome_reply(self, hello: Hello, origin: Origin) -> bytes:
+        next_seq = await self._ingest.welcome_seq(hello.terminal_id)
         self._log.info(
             "tcp_hello",
             fw_version=hello.fw_version,
@@ -293,8 +334,7 @@ class TerminalConnection:
             queued=hello.queued,
             next_seq=next_seq,
         )
-        welcome = welcome_for(hello, int(self._clock()), next_seq)
-        return _Answer(_ready(self._session.encode(welcome)))
+        return self._session.encode(welcome_for(hello, int(self._clock()), next_seq))
 
     async def _commit(self, frame: Presses, origin: Origin) -> bytes:
         try:
