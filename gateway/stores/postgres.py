@@ -15,21 +15,33 @@ published benchmarks it is the fastest Python PostgreSQL driver, which
 matters on the small edge machines gateways run on. It ships wheels with no
 libpq to install. Its one cost, no type information, is paid by asyncpg-stubs.
 
-How a batch is written (:meth:`PostgresStore.write`), all in one transaction,
-one writer at a time (a transaction-scoped advisory lock):
+How a batch is written (:meth:`PostgresStore.write`). Several gateways write at
+once; what they share is taken in one global order, so no two transactions
+ever wait for each other in a cycle:
 
 1. the months the batch touches get their ``press`` partitions if they lack
-   them (under an advisory lock, see :func:`ensure_partitions`);
-2. the rows are ``COPY``-ed into a per-connection temporary staging table;
-3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
-   only the claimed rows into ``press``, adds them to the hourly rollups and
-   names the terminals whose new presses may change misuse flags;
-4. the misuse flags of those terminals (usually none: presses that arrive in
-   order and apart are counted) are brought up to date (``pg_misuse.py``),
-   and hour counts from SMS are upserted by batch_seq.
+   them, in a short transaction of their own (:func:`ensure_partitions`);
+2. the write transaction takes ``press_default`` in ACCESS SHARE mode first,
+   so attaching a new partition (which needs it exclusively) waits for the
+   writers under way, and a writer waits for that only while it holds nothing;
+3. it locks the registry rows of the batch's terminals, in id order: two
+   batches of one terminal take turns (its misuse walk reads its presses),
+   batches of other terminals go on in parallel. Row locks live in the row,
+   so a batch of 2,000 terminals costs no slots of the server's lock table;
+4. the rows are ``COPY``-ed into a per-connection temporary staging table;
+5. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
+   only the claimed rows into ``press``, adds them to ``press_hourly`` (rows of
+   its terminals only) and to a temporary table of survey deltas, and names
+   the terminals whose new presses may change misuse flags;
+6. the misuse flags of those terminals (usually none: presses that arrive in
+   order and apart are counted) are brought up to date (``pg_misuse.py``);
+7. the survey deltas go into ``press_hourly_survey``, the one rollup every
+   writer of a survey shares, in one statement in key order, last but for the
+   rows no other writer touches (hour counts by batch_seq, rejects by uid).
 
 A retry after a lost commit reply finds every key claimed and changes
-nothing; two gateways sending the same press race for its key and one wins.
+nothing; two gateways sending the same press take turns on its terminal, and
+the second finds its key claimed.
 Schema migrations and partitions: ``postgres_schema.py``; the query side's
 reads: ``postgres_reads.py``.
 """
@@ -55,11 +67,16 @@ from gateway.stores.base import (
     registry_rows,
     reject_values,
 )
-from gateway.stores.pg_misuse import UPSERT_HOURS, hour_args, reflag_batch
+from gateway.stores.pg_misuse import (
+    FLUSH_SURVEY_DELTAS,
+    LOCK_TERMINALS,
+    UPSERT_HOURS,
+    hour_args,
+    reflag_batch,
+)
 from gateway.stores.postgres_schema import (
     LOCK_NAMESPACE,
     LOCK_REGISTRY,
-    LOCK_WRITES,
     ensure_partitions,
     migrate,
     migrations,
@@ -71,10 +88,11 @@ from gateway.stores.schema import REGISTRY_COLUMNS
 # migrations, partition_name and ensure_partitions are part of this module's face (tests, bench).
 __all__ = ["PostgresStore", "ensure_partitions", "migrate", "migrations", "partition_name"]
 
-# Taken first by every write transaction. JIT is off there: a batch's
-# statements run in milliseconds, and compiling one (which the planner may ask
-# for when it overestimates a misuse walk) costs tens of milliseconds.
-_LOCK_WRITES = f"SET LOCAL jit = off; SELECT pg_advisory_xact_lock({LOCK_NAMESPACE}, {LOCK_WRITES})"
+# The first statement of every write transaction (step 2 of the docstring).
+# JIT is off there: a batch's statements run in milliseconds, and compiling one
+# (which the planner may ask for when it overestimates a misuse walk) costs
+# tens of milliseconds.
+_BEGIN_WRITE = "SET LOCAL jit = off; LOCK TABLE press_default IN ACCESS SHARE MODE"
 
 _DB_ERRORS = (
     asyncpg.PostgresError,  # server errors, and connections lost (PostgresConnectionError)
@@ -114,6 +132,14 @@ IF NOT pg_is_in_recovery() THEN
         count integer NOT NULL DEFAULT 1,
         ord bigint GENERATED ALWAYS AS IDENTITY
     ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS survey_delta (
+        survey bigint NOT NULL,
+        hour timestamptz NOT NULL,
+        utc_offset_s integer NOT NULL,
+        button smallint NOT NULL,
+        misuse boolean NOT NULL,
+        presses bigint NOT NULL
+    ) ON COMMIT DELETE ROWS;
 END IF;
 END $$
 """
@@ -126,10 +152,12 @@ END $$
 #   nothing. A key another transaction is inserting right now makes this one
 #   wait for it and then claim nothing (or claim it, if the other rolled back).
 #   Keys are claimed in (terminal_id, seq) order and rollup rows are updated in
-#   key order, so two writers never wait for each other in a cycle;
+#   key order, so two writers never wait for each other in a cycle (a writer
+#   holds its terminals' row locks, so another waits before, not here, unless
+#   the terminal is not in the registry);
 # - only the claimed rows go into press (routed to their month's partition),
-#   not misuse, and are added to press_hourly and press_hourly_survey, with the
-#   terminal's survey and location;
+#   not misuse, and are added to press_hourly, with the terminal's survey and
+#   location, and to survey_delta (flushed into press_hourly_survey last);
 # - the statement returns the terminals whose new presses need the misuse walk
 #   (pg_misuse.py), with the time of their first and last new press. Every
 #   other terminal's new presses are rightly stored as counted: its survey has
@@ -179,13 +207,8 @@ WITH firsts AS (
     DO UPDATE SET presses = h.presses + EXCLUDED.presses
     RETURNING 1
 ), by_survey AS (
-    INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
-    SELECT survey, hour, utc_offset_s, button, false, sum(presses)
-    FROM counted
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
-    DO UPDATE SET presses = s.presses + EXCLUDED.presses
+    INSERT INTO survey_delta (survey, hour, utc_offset_s, button, misuse, presses)
+    SELECT survey, hour, utc_offset_s, button, false, presses FROM counted
     RETURNING 1
 ), spans AS (
     SELECT terminal_id, min(occurred_at) AS first, max(occurred_at) AS last,
@@ -297,29 +320,32 @@ class PostgresStore:
         if not presses and not rejects and not hours:
             return
         months = months_of(presses)
+        terminals = sorted({p.terminal_id for p in presses} | {h.terminal_id for h in hours})
         try:
             await self._ensure_ready()
-            async with self._pool.acquire() as conn, conn.transaction():
-                # One writer at a time: a batch updates rollup rows and misuse flags
-                # that other gateways' batches touch too, in several statements, and
-                # taking them in turn is what rules out deadlocks between them.
-                await conn.execute(_LOCK_WRITES)
+            async with self._pool.acquire() as conn:
                 if months - self._months:
-                    await ensure_partitions(conn, months)
-                if presses:
-                    await conn.copy_records_to_table(
-                        "press_stage", records=presses, columns=_STAGE_COLUMNS
-                    )
-                    walks = await conn.fetch(_INSERT_FROM_STAGE)
-                    if walks:
-                        await reflag_batch(conn, {r[0]: (r[1], r[2]) for r in walks})
-                if hours:
-                    await conn.execute(UPSERT_HOURS, *hour_args(hours))
-                if rejects:
-                    await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
+                    async with conn.transaction():
+                        await ensure_partitions(conn, months)
+                    self._months |= months  # committed: they stay whatever the write does
+                async with conn.transaction():
+                    await conn.execute(_BEGIN_WRITE)
+                    if terminals:
+                        await conn.execute(LOCK_TERMINALS, terminals)
+                    if presses:
+                        await conn.copy_records_to_table(
+                            "press_stage", records=presses, columns=_STAGE_COLUMNS
+                        )
+                        walks = await conn.fetch(_INSERT_FROM_STAGE)
+                        if walks:
+                            await reflag_batch(conn, {r[0]: (r[1], r[2]) for r in walks})
+                        await conn.execute(FLUSH_SURVEY_DELTAS)
+                    if hours:
+                        await conn.execute(UPSERT_HOURS, *hour_args(hours))
+                    if rejects:
+                        await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
             raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
-        self._months |= months  # only once committed: a rolled-back CREATE made nothing
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
         entries = registry_rows(registry)
