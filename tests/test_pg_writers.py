@@ -52,6 +52,10 @@ from tests.test_postgres_store import (
 pytestmark = pytest.mark.timeout(180)
 
 MISUSE_S = 5  # survey 100 of REGISTRY_TOML
+WAITING = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE application_name = 'smiley-gateway' AND wait_event_type = 'Lock'"
+)
 
 
 @pytest.fixture(scope="module")
@@ -261,13 +265,7 @@ async def test_two_writes_of_one_terminal_take_turns_so_the_second_walk_sees_the
         second = asyncio.create_task(b.write([press(1001, 2, JAN_2026 + 102, 2)], []))
         async with sql(url) as conn:  # both wait: A at the rollup row, B for A's terminal
             deadline = time.monotonic() + 10
-            while (
-                await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smiley-gateway'"
-                    " AND wait_event_type = 'Lock'"
-                )
-                < 2
-            ):
+            while await conn.fetchval(WAITING) < 2:
                 assert not second.done(), "the second write did not wait for the first"
                 assert time.monotonic() < deadline, "the second write never waited"
                 await asyncio.sleep(0.02)
