@@ -208,7 +208,13 @@ async def finish_writer(proc: asyncio.subprocess.Process) -> dict[str, Any]:
 
 
 async def one_run(
-    cluster: PrivateCluster, options: Options, writers: int, *, serial: bool, name: str
+    cluster: PrivateCluster,
+    options: Options,
+    writers: int,
+    *,
+    serial: bool,
+    name: str,
+    cluster_sizes: dict[str, tuple[int, int]],
 ) -> Run:
     url = await create_database(cluster, name)
     store = await PostgresStore.open(url)  # migrates before the writers come
@@ -232,6 +238,8 @@ async def one_run(
     writer_cpu = sum(r["cpu_s"] for r in results)
     written = sum(r["presses"] for r in results)
     await check_store(url, written, warmups=writers)
+    if writers == 1 and not serial and not cluster_sizes:
+        cluster_sizes.update(await table_sizes(url))
     return Run("serial" if serial else "parallel", writers, written, seconds, written / seconds,
                writer_cpu, server_cpu, max(0.0, machine_cpu - server_cpu - writer_cpu))  # fmt: skip
 
@@ -247,6 +255,27 @@ async def check_store(url: str, written: int, *, warmups: int) -> None:
     if not stored == hourly == survey == written + warmups:
         raise BenchError(f"store holds {stored} presses ({hourly} and {survey} in the rollups)"
                          f" after {written} written and {warmups} warm-ups")  # fmt: skip
+
+
+_SIZES = """
+SELECT 'press', (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('press')),
+       (SELECT count(*) FROM press)
+UNION ALL SELECT 'press_key', pg_total_relation_size('press_key'), (SELECT count(*) FROM press_key)
+UNION ALL SELECT 'press_hourly', pg_total_relation_size('press_hourly'),
+       (SELECT count(*) FROM press_hourly)
+UNION ALL SELECT 'press_hourly_survey', pg_total_relation_size('press_hourly_survey'),
+       (SELECT count(*) FROM press_hourly_survey)
+"""
+
+
+async def table_sizes(url: str) -> dict[str, tuple[int, int]]:
+    """Bytes on disk (with indexes) and rows of each table a press goes into."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE")  # the visibility map and free space map counted
+        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_SIZES)}
+    finally:
+        await conn.close()
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -290,6 +319,7 @@ async def bench(options: Options) -> int:
     print(f"  machine     {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
     table: dict[tuple[str, int], list[Run]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     try:
         cluster.start()
         modes = [(False, n) for n in options.writers]
@@ -297,7 +327,9 @@ async def bench(options: Options) -> int:
         for repeat in range(options.repeats):
             for serial, writers in modes:
                 name = f"w{'s' if serial else 'p'}{writers}r{repeat}"
-                run = await one_run(cluster, options, writers, serial=serial, name=name)
+                run = await one_run(
+                    cluster, options, writers, serial=serial, name=name, cluster_sizes=sizes
+                )
                 table.setdefault((run.mode, writers), []).append(run)
     except (BenchError, asyncpg.PostgresError, OSError) as exc:
         print(f"BROKEN  {exc}")
@@ -305,8 +337,13 @@ async def bench(options: Options) -> int:
     finally:
         cluster.destroy()
     print_report(options, table)
+    print("  on disk     " + ", ".join(f"{name} {size / max(1, rows):.0f} B/row ({rows:,} rows)"
+                                       for name, (size, rows) in sizes.items()))  # fmt: skip
     if options.json_path is not None:
-        data = {f"{m}-{n}": [asdict(r) for r in runs] for (m, n), runs in table.items()}
+        data: dict[str, Any] = {
+            f"{m}-{n}": [asdict(r) for r in runs] for (m, n), runs in table.items()
+        }
+        data["sizes"] = sizes
         options.json_path.write_text(json.dumps({"options": str(options), "runs": data}, indent=2))
     return 0
 
