@@ -42,6 +42,7 @@ ever wait for each other in a cycle:
 A retry after a lost commit reply finds every key claimed and changes
 nothing; two gateways sending the same press take turns on its terminal, and
 the second finds its key claimed.
+
 The batch's statements: ``pg_batch.py`` (staging, step 5) and ``pg_misuse.py``
 (steps 3, 6 and 7); schema migrations and partitions: ``postgres_schema.py``;
 the query side's reads: ``postgres_reads.py``.
