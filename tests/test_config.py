@@ -77,6 +77,8 @@ def test_env_overrides_every_key_with_its_type(tmp_path: Path) -> None:
         ("[api]\ntls_cert = 'missing.pem'\ntls_key = 'missing.key'\n", {}, "api.tls_cert"),
         ("[api]\ntls_key = 'missing.key'\n", {}, "api.tls_key"),
         ("[api]\nmax_connections = 0\n", {}, "api.max_connections"),
+        ("[api]\nrefresh_s = 301\n", {}, "api.refresh_s"),
+        ("[api]\nrefresh_s = -1\n", {}, "api.refresh_s"),
         ("[store]\nurl = 'mysql://x'\n", {}, "store.url"),
         ("[gateway]\nregistry = 'nope.toml'\n", {}, "gateway.registry"),
         ("[gateway]\nlog_format = 'xml'\n", {}, "gateway.log_format"),

@@ -30,14 +30,8 @@ from gateway.registry.config import load_config
 from gateway.registry.terminals import parse_registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.stores import CentralStore, ImportSummary, StoredPress, StoredReject, open_store
-from gateway.stores.postgres import (
-    _CREATE_STAGE,
-    _INSERT_FROM_STAGE,
-    _STAGE_COLUMNS,
-    PostgresStore,
-    migrations,
-    partition_name,
-)
+from gateway.stores.pg_batch import CREATE_STAGE, INSERT_FROM_STAGE, STAGE_COLUMNS
+from gateway.stores.postgres import PostgresStore, migrations, partition_name
 from gateway.stores.sqlite import SqliteStore
 from protocols.frames import Ack, Welcome
 from tests.conftest import GatewayHarness
@@ -522,12 +516,12 @@ async def test_late_presses_move_rollup_counts_between_misuse_rows(
 async def walks_named(url: str, batch: list[PressRow]) -> list[int]:
     """The terminals the insert statement sends to the misuse walk, the batch then undone."""
     async with sql(url) as conn:
-        await conn.execute(_CREATE_STAGE)
+        await conn.execute(CREATE_STAGE)
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.copy_records_to_table("press_stage", records=batch, columns=_STAGE_COLUMNS)
-            return sorted(r[0] for r in await conn.fetch(_INSERT_FROM_STAGE))
+            await conn.copy_records_to_table("press_stage", records=batch, columns=STAGE_COLUMNS)
+            return sorted(r[0] for r in await conn.fetch(INSERT_FROM_STAGE))
         finally:
             await tx.rollback()
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.api import v1, v2, v2_extra
 from gateway.api.auth import Authenticator, TooManyRequests, Unauthorized
-from gateway.api.catalog import CatalogCache
+from gateway.api.catalog import CACHE_S, CatalogCache
 from gateway.api.db import Reader
 from gateway.api.errors import ApiError
 from gateway.api.params import single_values
@@ -58,7 +58,8 @@ intervals over one year).
 """
 
 
-def create_app(db: Reader, rate_limit: tuple[int, float]) -> FastAPI:
+def create_app(db: Reader, rate_limit: tuple[int, float], *, refresh_s: float = CACHE_S) -> FastAPI:
+    """The API over ``db``; tokens and the registry are read again after ``refresh_s``."""
     app = FastAPI(
         dependencies=[Depends(single_values)],
         title="smiley-gateway query API",
@@ -69,7 +70,8 @@ def create_app(db: Reader, rate_limit: tuple[int, float]) -> FastAPI:
         openapi_url="/openapi.json",
     )
     limiter = RateLimiter(*rate_limit)
-    app.state.api = ApiState(db, Authenticator(db, CatalogCache(db), limiter))
+    auth = Authenticator(db, CatalogCache(db, refresh_s), limiter, cache_s=refresh_s)
+    app.state.api = ApiState(db, auth)
     app.include_router(v1.router)
     app.include_router(v2.router)
     app.include_router(v2_extra.router)

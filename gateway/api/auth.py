@@ -2,7 +2,8 @@
 
 v1: HTTP Basic (client id, token) or ``X-HON-Client-Id`` + ``X-HON-API-Token``.
 v2: ``X-HON-API-Token`` or the ``auth`` query parameter. Lookups are cached
-for a few seconds, so a revoked token stops working within CACHE_S.
+for ``[api] refresh_s`` (CACHE_S by default), so a token created or revoked
+through another instance sharing the store works, or stops working, within it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ class TooManyRequests(ApiError):
 
 
 class Authenticator:
-    def __init__(self, db: Reader, catalog: CatalogCache, limiter: RateLimiter) -> None:
+    def __init__(
+        self, db: Reader, catalog: CatalogCache, limiter: RateLimiter, *, cache_s: float = CACHE_S
+    ) -> None:
         self._db = db
+        self._cache_s = cache_s
         self._catalog = catalog
         self.limiter = limiter
         self._cache: dict[str, tuple[float, tuple[TokenInfo, str] | None]] = {}
@@ -88,7 +92,7 @@ class Authenticator:
     async def _lookup(self, token: str) -> tuple[TokenInfo, str] | None:
         now = time.monotonic()
         cached = self._cache.get(token)
-        if cached is not None and now - cached[0] < CACHE_S:
+        if cached is not None and now - cached[0] < self._cache_s:
             return cached[1]
         found = await find_token(self._db, token)
         if found is not None and not hmac.compare_digest(found[1], token_hash(token)):

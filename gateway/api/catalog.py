@@ -1,6 +1,6 @@
 """The registry as the API sees it: companies, the location tree, surveys, terminals.
 
-Read from the central store and kept for a few seconds (:class:`CatalogCache`),
+Read from the central store and kept for ``[api] refresh_s`` (:class:`CatalogCache`),
 then cut to what one credential may see (:class:`View`): its company, and the
 subtree under its scope location if it has one. Everything outside a view is
 answered as if it did not exist.
@@ -126,7 +126,7 @@ class View:
 
 
 class CatalogCache:
-    """The catalog read from the store at most every CACHE_S seconds."""
+    """The catalog read from the store again once it is ``max_age_s`` old (0: every time)."""
 
     def __init__(self, db: Reader, max_age_s: float = CACHE_S) -> None:
         self._db = db

@@ -101,7 +101,9 @@ async def _open(config: Config, stop: asyncio.Event) -> Reader | None:
 
 def build_server(config: Config, section: ApiSection, db: Reader) -> QuietServer:
     host, port = parse_listen("api.listen", section.listen)
-    app = create_app(db, parse_rate_limit("api.rate_limit", section.rate_limit))
+    app = create_app(
+        db, parse_rate_limit("api.rate_limit", section.rate_limit), refresh_s=section.refresh_s
+    )
     tls = {}
     if section.tls_cert is not None and section.tls_key is not None:
         # A plain-HTTP request to a TLS port fails its handshake: nothing is answered.

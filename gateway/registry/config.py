@@ -103,6 +103,9 @@ class ApiSection:
     max_connections: int = 256  # connections and requests at once; 503 beyond (memory bound)
     tls_cert: Path | None = None  # HTTPS (the vendor's clients expect it); both or neither
     tls_key: Path | None = None
+    # How long a token or registry change made through another instance (or the
+    # CLI) may go unseen: the API keeps what it read from the store this long.
+    refresh_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,7 @@ SECTIONS: dict[str, type[Any]] = {
 _ALWAYS_ON = {"gateway", "store"}
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_API_REFRESH_S = 300.0  # a change made elsewhere is seen within 5 minutes at worst
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
@@ -293,6 +297,8 @@ def validate_config(config: Config) -> None:
         parse_rate_limit("api.rate_limit", config.api.rate_limit)
         if config.api.max_connections < 1:
             raise ConfigError("api.max_connections", "must be at least 1")
+        if not 0 <= config.api.refresh_s <= MAX_API_REFRESH_S:
+            raise ConfigError("api.refresh_s", f"must be from 0 to {MAX_API_REFRESH_S:g} seconds")
         validate_tls(config, "api", config.api.tls_cert, config.api.tls_key)
     if config.health is not None:
         parse_listen("health.listen", config.health.listen)

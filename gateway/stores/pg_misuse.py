@@ -1,4 +1,10 @@
-"""Misuse flags and hour counts in the PostgreSQL store, inside the writer's transaction."""
+"""Misuse flags, hour counts and the shared rollup in the PostgreSQL store's write transaction.
+
+The statements here run inside :meth:`PostgresStore.write`'s transaction, after
+:data:`LOCK_TERMINALS`: the flags of a terminal depend on all its presses, so
+the batches of one terminal take turns, while other terminals' batches go on
+in parallel (the order of locks is in postgres.py's docstring).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ CROSS JOIN LATERAL (
 ) AS w
 ORDER BY x.terminal_id, w.at, w.seq
 """
-# Set the new flags and move their counts between the rollup's misuse rows.
+# Set the new flags and move their counts between the rollups' misuse rows (the
+# survey rollup's through survey_delta).
 _APPLY = """
 WITH changed AS (
     UPDATE press AS p SET misuse = c.misuse
@@ -71,9 +78,25 @@ WITH changed AS (
     DO UPDATE SET presses = h.presses + EXCLUDED.presses
     RETURNING 1
 )
+INSERT INTO survey_delta (survey, hour, utc_offset_s, button, misuse, presses)
+SELECT survey, hour, utc_offset_s, button, misuse, delta FROM moves
+"""
+# The registry rows of the batch's terminals ($1, sorted), locked in id order.
+# A terminal not in the registry has no row and needs none: it has no misuse
+# interval, so nothing of it is walked, and its keys and rollup rows are
+# claimed in key order within one statement.
+LOCK_TERMINALS = """
+SELECT FROM terminal WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE
+"""
+# The transaction's survey deltas (new presses, flags moved) into the rollup
+# that writers of every terminal of a survey share: once, in key order, near
+# the end of the transaction, so its rows are held from here to the commit.
+# A key whose deltas sum to zero still gets its row, as adding them one by
+# one would have made it.
+FLUSH_SURVEY_DELTAS = """
 INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
-SELECT survey, hour, utc_offset_s, button, misuse, sum(delta)
-FROM moves
+SELECT survey, hour, utc_offset_s, button, misuse, sum(presses)
+FROM survey_delta
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (survey, hour, utc_offset_s, button, misuse)

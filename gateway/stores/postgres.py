@@ -15,23 +15,37 @@ published benchmarks it is the fastest Python PostgreSQL driver, which
 matters on the small edge machines gateways run on. It ships wheels with no
 libpq to install. Its one cost, no type information, is paid by asyncpg-stubs.
 
-How a batch is written (:meth:`PostgresStore.write`), all in one transaction,
-one writer at a time (a transaction-scoped advisory lock):
+How a batch is written (:meth:`PostgresStore.write`). Several gateways write at
+once; what they share is taken in one global order, so no two transactions
+ever wait for each other in a cycle:
 
 1. the months the batch touches get their ``press`` partitions if they lack
-   them (under an advisory lock, see :func:`ensure_partitions`);
-2. the rows are ``COPY``-ed into a per-connection temporary staging table;
-3. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
-   only the claimed rows into ``press``, adds them to the hourly rollups and
-   names the terminals whose new presses may change misuse flags;
-4. the misuse flags of those terminals (usually none: presses that arrive in
-   order and apart are counted) are brought up to date (``pg_misuse.py``),
-   and hour counts from SMS are upserted by batch_seq.
+   them, in a short transaction of their own (:func:`ensure_partitions`);
+2. the write transaction takes ``press_default`` in ACCESS SHARE mode first,
+   so attaching a new partition (which needs it exclusively) waits for the
+   writers under way, and a writer waits for that only while it holds nothing;
+3. it locks the registry rows of the batch's terminals, in id order: two
+   batches of one terminal take turns (its misuse walk reads its presses),
+   batches of other terminals go on in parallel. Row locks live in the row,
+   so a batch of 2,000 terminals costs no slots of the server's lock table;
+4. the rows are ``COPY``-ed into a per-connection temporary staging table;
+5. one statement claims each row's (terminal_id, seq) in ``press_key``, inserts
+   only the claimed rows into ``press``, adds them to ``press_hourly`` (rows of
+   its terminals only) and to a temporary table of survey deltas, and names
+   the terminals whose new presses may change misuse flags;
+6. the misuse flags of those terminals (usually none: presses that arrive in
+   order and apart are counted) are brought up to date (``pg_misuse.py``);
+7. the survey deltas go into ``press_hourly_survey``, the one rollup every
+   writer of a survey shares, in one statement in key order, last but for the
+   rows no other writer touches (hour counts by batch_seq, rejects by uid).
 
 A retry after a lost commit reply finds every key claimed and changes
-nothing; two gateways sending the same press race for its key and one wins.
-Schema migrations and partitions: ``postgres_schema.py``; the query side's
-reads: ``postgres_reads.py``.
+nothing; two gateways sending the same press take turns on its terminal, and
+the second finds its key claimed.
+
+The batch's statements: ``pg_batch.py`` (staging, step 5) and ``pg_misuse.py``
+(steps 3, 6 and 7); schema migrations and partitions: ``postgres_schema.py``;
+the query side's reads: ``postgres_reads.py``.
 """
 
 from __future__ import annotations
@@ -55,11 +69,17 @@ from gateway.stores.base import (
     registry_rows,
     reject_values,
 )
-from gateway.stores.pg_misuse import UPSERT_HOURS, hour_args, reflag_batch
+from gateway.stores.pg_batch import CREATE_STAGE, INSERT_FROM_STAGE, STAGE_COLUMNS
+from gateway.stores.pg_misuse import (
+    FLUSH_SURVEY_DELTAS,
+    LOCK_TERMINALS,
+    UPSERT_HOURS,
+    hour_args,
+    reflag_batch,
+)
 from gateway.stores.postgres_schema import (
     LOCK_NAMESPACE,
     LOCK_REGISTRY,
-    LOCK_WRITES,
     ensure_partitions,
     migrate,
     migrations,
@@ -71,10 +91,11 @@ from gateway.stores.schema import REGISTRY_COLUMNS
 # migrations, partition_name and ensure_partitions are part of this module's face (tests, bench).
 __all__ = ["PostgresStore", "ensure_partitions", "migrate", "migrations", "partition_name"]
 
-# Taken first by every write transaction. JIT is off there: a batch's
-# statements run in milliseconds, and compiling one (which the planner may ask
-# for when it overestimates a misuse walk) costs tens of milliseconds.
-_LOCK_WRITES = f"SET LOCAL jit = off; SELECT pg_advisory_xact_lock({LOCK_NAMESPACE}, {LOCK_WRITES})"
+# The first statement of every write transaction (step 2 of the docstring).
+# JIT is off there: a batch's statements run in milliseconds, and compiling one
+# (which the planner may ask for when it overestimates a misuse walk) costs
+# tens of milliseconds.
+_BEGIN_WRITE = "SET LOCAL jit = off; LOCK TABLE press_default IN ACCESS SHARE MODE"
 
 _DB_ERRORS = (
     asyncpg.PostgresError,  # server errors, and connections lost (PostgresConnectionError)
@@ -91,122 +112,6 @@ _COMMAND_TIMEOUT_S = 60.0  # a batch takes milliseconds; this bounds a dead conn
 _CLOSE_TIMEOUT_S = 10.0
 _STREAM_CHUNK = 2000
 
-# The staging table: one per connection, emptied at every commit. Its columns
-# up to received_at_ms are PressRow's, in PressRow's order, so a batch is
-# copied as it is; ord keeps the batch order (the first copy of a key wins,
-# as in the SQLite store). Not created on a read-only standby, where nothing
-# is written.
-_STAGE_COLUMNS = PressRow._fields
-_CREATE_STAGE = """
-DO $$ BEGIN
-IF NOT pg_is_in_recovery() THEN
-    CREATE TEMP TABLE IF NOT EXISTS press_stage (
-        terminal_id bigint NOT NULL,
-        seq bigint NOT NULL,
-        occurred_at bigint NOT NULL,
-        utc_offset_s integer NOT NULL,
-        button smallint NOT NULL,
-        followup smallint NOT NULL,
-        clock_corrected boolean NOT NULL,
-        transport text NOT NULL,
-        received_at_ms bigint NOT NULL,
-        precision text NOT NULL DEFAULT 'second',
-        count integer NOT NULL DEFAULT 1,
-        ord bigint GENERATED ALWAYS AS IDENTITY
-    ) ON COMMIT DELETE ROWS;
-END IF;
-END $$
-"""
-
-# The idempotent insert from the staging table, in one statement:
-# - firsts: one row per (terminal_id, seq) of the batch, its first copy;
-# - claimed: the keys this transaction is the first ever to insert into
-#   press_key. A key that is already there (an earlier batch, a retry after a
-#   lost commit reply, a resend with a corrected clock, another gateway) claims
-#   nothing. A key another transaction is inserting right now makes this one
-#   wait for it and then claim nothing (or claim it, if the other rolled back).
-#   Keys are claimed in (terminal_id, seq) order and rollup rows are updated in
-#   key order, so two writers never wait for each other in a cycle;
-# - only the claimed rows go into press (routed to their month's partition),
-#   not misuse, and are added to press_hourly and press_hourly_survey, with the
-#   terminal's survey and location;
-# - the statement returns the terminals whose new presses need the misuse walk
-#   (pg_misuse.py), with the time of their first and last new press. Every
-#   other terminal's new presses are rightly stored as counted: its survey has
-#   no misuse interval, or no stored press is later than (or within the
-#   interval before) its first new press and no two of its new presses are
-#   closer than the interval, so the greedy walk counts each of them and
-#   changes no earlier flag. That is the common case (a terminal's presses
-#   arrive in order, seconds to minutes apart), and it costs no round trip.
-#   The subquery on press reads the snapshot taken before this statement's own
-#   inserts, so it sees exactly the presses stored before the batch.
-# hour is the instant the local hour began: occurred_at less the seconds
-# since the local hour began (a floor modulo, right for negative values too).
-_INSERT_FROM_STAGE = """
-WITH firsts AS (
-    SELECT DISTINCT ON (terminal_id, seq) *
-    FROM press_stage
-    ORDER BY terminal_id, seq, ord
-), claimed AS (
-    INSERT INTO press_key (terminal_id, seq, occurred_at)
-    SELECT terminal_id, seq, to_timestamp(occurred_at) FROM firsts ORDER BY terminal_id, seq
-    ON CONFLICT DO NOTHING
-    RETURNING terminal_id, seq
-), fresh AS (
-    SELECT f.* FROM firsts AS f JOIN claimed AS c USING (terminal_id, seq)
-), stored AS (
-    INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, precision, button,
-                       followup, count, transport, clock_corrected, received_at_ms)
-    SELECT terminal_id, seq, to_timestamp(occurred_at), utc_offset_s, precision, button,
-           followup, count, transport, clock_corrected, received_at_ms
-    FROM fresh
-    RETURNING 1
-), counted AS (
-    SELECT coalesce(t.survey, -1) AS survey, coalesce(t.location, -1) AS location,
-           f.terminal_id,
-           to_timestamp(f.occurred_at - ((f.occurred_at + f.utc_offset_s) % 3600 + 3600) % 3600)
-             AS hour,
-           f.utc_offset_s, f.button, sum(f.count) AS presses
-    FROM fresh AS f LEFT JOIN terminal AS t ON t.id = f.terminal_id
-    GROUP BY 1, 2, 3, 4, 5, 6
-), by_terminal AS (
-    INSERT INTO press_hourly AS h
-        (survey, location, terminal_id, hour, utc_offset_s, button, misuse, presses)
-    SELECT survey, location, terminal_id, hour, utc_offset_s, button, false, presses
-    FROM counted
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (survey, location, terminal_id, hour, utc_offset_s, button, misuse)
-    DO UPDATE SET presses = h.presses + EXCLUDED.presses
-    RETURNING 1
-), by_survey AS (
-    INSERT INTO press_hourly_survey AS s (survey, hour, utc_offset_s, button, misuse, presses)
-    SELECT survey, hour, utc_offset_s, button, false, sum(presses)
-    FROM counted
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (survey, hour, utc_offset_s, button, misuse)
-    DO UPDATE SET presses = s.presses + EXCLUDED.presses
-    RETURNING 1
-), spans AS (
-    SELECT terminal_id, min(occurred_at) AS first, max(occurred_at) AS last,
-           min(gap) AS closest
-    FROM (
-        SELECT terminal_id, occurred_at,
-               occurred_at - lag(occurred_at)
-                 OVER (PARTITION BY terminal_id ORDER BY occurred_at, seq) AS gap
-        FROM fresh
-    ) AS g
-    GROUP BY terminal_id
-)
-SELECT s.terminal_id, s.first, s.last
-FROM spans AS s
-JOIN terminal AS t ON t.id = s.terminal_id
-JOIN survey AS v ON v.id = t.survey
-WHERE v.misuse_interval_s > 0
-  AND (s.closest < v.misuse_interval_s
-       OR EXISTS (SELECT FROM press AS p WHERE p.terminal_id = s.terminal_id
-                  AND p.occurred_at > to_timestamp(s.first - v.misuse_interval_s)))
-"""
 
 _INSERT_REJECT = (
     "INSERT INTO rejected (uid, received_at_ms, transport, peer, terminal_id, seq,"
@@ -297,29 +202,32 @@ class PostgresStore:
         if not presses and not rejects and not hours:
             return
         months = months_of(presses)
+        terminals = sorted({p.terminal_id for p in presses} | {h.terminal_id for h in hours})
         try:
             await self._ensure_ready()
-            async with self._pool.acquire() as conn, conn.transaction():
-                # One writer at a time: a batch updates rollup rows and misuse flags
-                # that other gateways' batches touch too, in several statements, and
-                # taking them in turn is what rules out deadlocks between them.
-                await conn.execute(_LOCK_WRITES)
+            async with self._pool.acquire() as conn:
                 if months - self._months:
-                    await ensure_partitions(conn, months)
-                if presses:
-                    await conn.copy_records_to_table(
-                        "press_stage", records=presses, columns=_STAGE_COLUMNS
-                    )
-                    walks = await conn.fetch(_INSERT_FROM_STAGE)
-                    if walks:
-                        await reflag_batch(conn, {r[0]: (r[1], r[2]) for r in walks})
-                if hours:
-                    await conn.execute(UPSERT_HOURS, *hour_args(hours))
-                if rejects:
-                    await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
+                    async with conn.transaction():
+                        await ensure_partitions(conn, months)
+                    self._months |= months  # committed: they stay whatever the write does
+                async with conn.transaction():
+                    await conn.execute(_BEGIN_WRITE)
+                    if terminals:
+                        await conn.execute(LOCK_TERMINALS, terminals)
+                    if presses:
+                        await conn.copy_records_to_table(
+                            "press_stage", records=presses, columns=STAGE_COLUMNS
+                        )
+                        walks = await conn.fetch(INSERT_FROM_STAGE)
+                        if walks:
+                            await reflag_batch(conn, {r[0]: (r[1], r[2]) for r in walks})
+                        await conn.execute(FLUSH_SURVEY_DELTAS)
+                    if hours:
+                        await conn.execute(UPSERT_HOURS, *hour_args(hours))
+                    if rejects:
+                        await conn.executemany(_INSERT_REJECT, _reject_args(rejects))
         except (*_DB_ERRORS, *_ROW_ERRORS) as exc:
             raise StoreError(f"postgresql store {self._where}: {_explain(exc)}") from exc
-        self._months |= months  # only once committed: a rolled-back CREATE made nothing
 
     async def import_registry(self, registry: Registry) -> ImportSummary:
         entries = registry_rows(registry)
@@ -408,7 +316,7 @@ class PostgresStore:
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    await conn.execute(_CREATE_STAGE)
+    await conn.execute(CREATE_STAGE)
 
 
 # --- helpers --------------------------------------------------------------------

@@ -25,7 +25,7 @@ LOCK_NAMESPACE = 0x534D4C59
 LOCK_MIGRATIONS = 1
 LOCK_PARTITIONS = 2
 LOCK_REGISTRY = 3
-LOCK_WRITES = 4
+# 4 was the one lock every write took in turn, up to schema version 3: not reused.
 
 _MIGRATION_TIMEOUT_S = 3600.0  # a migration (or waiting for another's) may take long
 _SCHEMA_VERSION_TABLE = """
@@ -130,15 +130,17 @@ def months_of(presses: Sequence[PressRow]) -> set[tuple[int, int]]:
 
 
 async def ensure_partitions(conn: _Connection, months: set[tuple[int, int]]) -> None:
-    """Give each month its partition of press, inside the caller's transaction.
+    """Give each month its partition of press, in the caller's transaction.
 
-    Called before the transaction touches press, so it holds no lock on it
-    while waiting for the advisory lock (no cycle with another writer that
-    holds the advisory lock and waits for press). A new partition is created
-    as a table, filled with any rows of its month that fell into
-    press_default, and then attached: attaching only needs SHARE UPDATE
-    EXCLUSIVE on press, so writers of other months go on meanwhile, and a
-    month that once had no partition gets one without losing its rows.
+    The writer calls it in a transaction of its own, before the write, so it
+    holds nothing a writer waits for while it waits for the advisory lock or
+    for ``press_default``. A new partition is created as a table, filled with
+    any rows of its month that fell into press_default, and then attached:
+    attaching needs SHARE UPDATE EXCLUSIVE on press, so writers of other
+    months go on meanwhile, and ACCESS EXCLUSIVE on press_default, which every
+    write transaction takes in ACCESS SHARE mode first (postgres.py), so it
+    waits for the writes under way and new ones wait behind it holding
+    nothing. A month that once had no partition gets one without losing rows.
     """
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LOCK_PARTITIONS)
     existing = {
