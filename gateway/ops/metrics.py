@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Backlog
+from gateway.ops.history import HistoryRing
 from gateway.ops.probes import Check, StoreProbe
 from gateway.ops.views import ModemView, MqttFlowView, Observed
 
@@ -27,6 +28,8 @@ class OperationsView(Protocol):
     def store(self) -> StoreProbe: ...
     @property
     def fleet(self) -> FleetStatus: ...
+    @property
+    def history(self) -> HistoryRing | None: ...
     @property
     def now(self) -> Callable[[], float]: ...
     def readiness(self) -> tuple[bool, dict[str, Check]]: ...

@@ -97,8 +97,8 @@ class Operations:
         self._spawn(self._housekeeping(), "housekeeping")
         await self._open_history()
         if self.observed.health is not None:
-            server = HealthServer(health_app(self), self.section.listen)
-            try:
+            try:  # the app reads the console's password file: a failure here is the port's
+                server = HealthServer(health_app(self), self.section.listen)
                 await server.start()
             except OSError as exc:  # presses matter more than the health port: go on without
                 log.error("health_server_failed", listen=self.section.listen, error=str(exc))
