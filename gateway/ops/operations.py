@@ -95,7 +95,6 @@ class Operations:
             self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self.store.run(), "store-probe")
         self._spawn(self._housekeeping(), "housekeeping")
-        await self._open_history()
         if self.observed.health is not None:
             try:  # the app reads the console's password file: a failure here is the port's
                 server = HealthServer(health_app(self), self.section.listen)
@@ -104,6 +103,7 @@ class Operations:
                 log.error("health_server_failed", listen=self.section.listen, error=str(exc))
             else:
                 self.server = server
+        await self._open_history()  # after the port: the console reads it once it is there
         install_hang_hook(self._env)
         self.notifier.ready("serving")
 
