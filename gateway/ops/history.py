@@ -38,6 +38,7 @@ MINUTE_BUCKETS = 12 * 60  # twelve hours of minutes: outbox depth and forward la
 HOUR_BUCKETS = 14 * 24  # fourteen days of hours: presses, refusals, modem signal
 STEPS = {MINUTE: MINUTE_BUCKETS, HOUR: HOUR_BUCKETS}
 MAX_SERIES = 64  # transports, refusal reasons and levels: a few dozen at most
+WAL_LIMIT_BYTES = 1 << 20  # the write-ahead log is cut back to this after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE bucket (
@@ -73,6 +74,7 @@ class HistoryRing:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")  # history, not presses
+            await db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             await migrate(db, _MIGRATIONS, "history")
             async with db.execute("SELECT DISTINCT series FROM bucket") as cursor:
                 series = {str(row[0]) for row in await cursor.fetchall()}
