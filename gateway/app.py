@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,8 +93,12 @@ class Gateway:
 
     def observed(self) -> Observed:
         """The read-only view operations get (health port, stats line)."""
+        health = self.config.health
+        if health is not None and health.console_password_file is not None:
+            password_file = self.config.path(health.console_password_file)
+            health = dataclasses.replace(health, console_password_file=password_file)
         return Observed(
-            health=self.config.health,
+            health=health,
             data_dir=self.config.data_dir,
             registry=self.registry,
             counters=self.ingest.counters,

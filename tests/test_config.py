@@ -82,6 +82,14 @@ def test_env_overrides_every_key_with_its_type(tmp_path: Path) -> None:
         ("[store]\nurl = 'mysql://x'\n", {}, "store.url"),
         ("[gateway]\nregistry = 'nope.toml'\n", {}, "gateway.registry"),
         ("[gateway]\nlog_format = 'xml'\n", {}, "gateway.log_format"),
+        ("[health]\nconsole_user = 'ops'\n", {}, "health.console_password_file"),
+        ("[health]\nconsole_password_file = 'pw'\n", {}, "health.console_password_file"),
+        (
+            "[health]\nconsole_user = 'ops'\nconsole_password_file = 'missing'\n",
+            {},
+            "health.console_password_file",
+        ),
+        ("[health]\nhistory_interval_s = 0\n", {}, "health.history_interval_s"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:

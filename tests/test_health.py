@@ -91,8 +91,14 @@ async def test_healthz_readyz_metrics_and_status(
     assert abs(last_seen - time.time()) < 30
     assert found[("smiley_terminal_battery_percent", (("terminal_id", "1001"),))] == 15
     assert found[("smiley_terminal_signal_dbm", (("terminal_id", "1001"),))] == -87
-    # No modem is wired in this gateway: its metrics are absent rather than made up.
-    assert not [name for name, _ in found if name.startswith("smiley_modem")]
+    # No modem and no MQTT in this gateway: their metrics read 0 (a panel never says no data).
+    assert found[("smiley_modem_enabled", ())] == 0
+    assert found[("smiley_modem_registered", ())] == 0
+    assert found[("smiley_transport_enabled", (("transport", "sms"),))] == 0
+    assert found[("smiley_transport_up", (("transport", "mqtt"),))] == 0
+    assert found[("smiley_mqtt_unacked", ())] == 0
+    assert found[("smiley_presses_total", (("transport", "mqtt"),))] == 0
+    assert found[("smiley_terminal_silent", (("terminal_id", "1001"),))] == 0
 
     status = (await client.get("/status")).json()
     by_id = {t["terminal_id"]: t for t in status["terminals"]}

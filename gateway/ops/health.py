@@ -1,4 +1,4 @@
-"""The health port: ``/healthz``, ``/readyz``, ``/metrics`` and ``/status``.
+"""The health port: ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the console.
 
 - ``/healthz``: 200 while the process answers (liveness).
 - ``/readyz``: 200 when the gateway can take and keep presses, else 503; the
@@ -13,6 +13,7 @@
 - ``/status``: the fleet status as JSON (``?flagged=1``: only terminals with a
   flag; ``?company=ID``: only that company's terminals), for operators and for
   the API to reuse.
+- ``/`` and ``/console/data``: the operations console (gateway/ops/console.py).
 
 Served by uvicorn on ``health.listen``, on the gateway's event loop.
 """
@@ -30,8 +31,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.http_server import QuietServer, bounded_config
+from gateway.ops.console import ConsoleSource, console_routes
 from gateway.ops.metrics import OperationsView, metrics_registry
-from gateway.registry.config import parse_listen
+from gateway.registry.config import HealthSection, parse_listen
 
 log = structlog.get_logger("gateway.health")
 
@@ -73,12 +75,20 @@ def health_app(ops: OperationsView) -> Starlette:
             body["terminals"] = [t for t in body["terminals"] if t["terminal_id"] in ours]
         return JSONResponse(body)
 
+    console = ConsoleSource(
+        fleet=ops.fleet,
+        registry=ops.observed.registry,
+        modem=ops.modem,
+        history=lambda: ops.history,
+        now=ops.now,
+    )
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/status", status),
+            *console_routes(console, ops.observed.health or HealthSection()),
         ]
     )
 

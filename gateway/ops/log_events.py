@@ -104,6 +104,16 @@ EVENTS: dict[str, tuple[str, str]] = {
         "visit the terminal: check its power, its network or mobile coverage, and its display",
     ),
     "status_save_failed": ("fleet", f"the fleet status could not be saved: {DISK}"),
+    "history_write_failed": ("console", f"the console's history could not be written: {DISK}"),
+    "history_series_refused": (
+        "console",
+        "the console's history holds its fixed number of series; this one is not charted"
+        " (delete history.db in gateway.data_dir to start the history afresh)",
+    ),
+    "history_unavailable": (
+        "console",
+        f"history.db could not be opened; the console shows no charts: {DISK}",
+    ),
     "health_server_failed": (
         "health",
         "check health.listen: the address must be free and local to this machine",

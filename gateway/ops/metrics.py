@@ -1,4 +1,11 @@
-"""Prometheus metrics of a running gateway, read from its live parts at each scrape."""
+"""Prometheus metrics of a running gateway, read from its live parts at each scrape.
+
+Every metric the dashboard (deploy/grafana) and the alerts (deploy/prometheus)
+name is exposed from the first scrape whatever sections are configured: a part
+that is off or idle reads 0 (``smiley_transport_enabled`` and
+``smiley_modem_enabled`` tell off from idle), so a panel never says "no data".
+``tests/test_monitoring.py`` holds the two files to this.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,15 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Backlog
+from gateway.ops.history import HistoryRing
 from gateway.ops.probes import Check, StoreProbe
 from gateway.ops.views import ModemView, MqttFlowView, Observed
+from protocols.constants import NakCode
+
+TRANSPORTS = ("tcp", "mqtt", "sms")
+NAK_CODES = tuple(code.name for code in NakCode)
+# What a refusal is kept in quarantine for: the frame's NAK, or a record the gateway refused.
+REASONS = (*(c for c in NAK_CODES if c != "BUSY"), "RECORD_INVALID", "SMS_PARTS_INCONSISTENT")
 
 
 class OperationsView(Protocol):
@@ -27,6 +41,8 @@ class OperationsView(Protocol):
     def store(self) -> StoreProbe: ...
     @property
     def fleet(self) -> FleetStatus: ...
+    @property
+    def history(self) -> HistoryRing | None: ...
     @property
     def now(self) -> Callable[[], float]: ...
     def readiness(self) -> tuple[bool, dict[str, Check]]: ...
@@ -52,13 +68,13 @@ class GatewayCollector(Collector):
         presses = CounterMetricFamily(
             "smiley_presses", "Presses committed to the outbox, by transport", labels=["transport"]
         )
-        for transport, n in sorted(counters.by_transport.items()):
+        for transport, n in sorted((dict.fromkeys(TRANSPORTS, 0) | counters.by_transport).items()):
             presses.add_metric([transport], n)
         yield presses
         naks = CounterMetricFamily(
             "smiley_naks", "NAKs sent to terminals, by code", labels=["code"]
         )
-        for code, n in sorted(counters.naks.items()):
+        for code, n in sorted((dict.fromkeys(NAK_CODES, 0) | counters.naks).items()):
             naks.add_metric([code], n)
         yield naks
         quarantined = CounterMetricFamily(
@@ -66,7 +82,7 @@ class GatewayCollector(Collector):
             "Records and frames kept in quarantine, by reason",
             labels=["reason"],
         )
-        for reason, n in sorted(counters.quarantined.items()):
+        for reason, n in sorted((dict.fromkeys(REASONS, 0) | counters.quarantined).items()):
             quarantined.add_metric([reason], n)
         yield quarantined
         yield CounterMetricFamily(
@@ -88,24 +104,7 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "smiley_forward_failures", "Failed forwarding attempts", value=gw.forwarder.failures
         )
-        backlog = ops.backlog
-        if backlog is not None:
-            depth = GaugeMetricFamily(
-                "smiley_outbox_depth", "Rows in the outbox not yet forwarded", labels=["kind"]
-            )
-            depth.add_metric(["press"], backlog.presses)
-            depth.add_metric(["reject"], backlog.rejects)
-            yield depth
-            oldest = backlog.oldest_received_at_ms
-            age = max(0.0, ops.now() - oldest / 1000) if oldest is not None else 0.0
-            yield GaugeMetricFamily(
-                "smiley_outbox_oldest_age_seconds", "Age of the oldest row in the outbox", value=age
-            )
-            yield GaugeMetricFamily(
-                "smiley_forward_lag_seconds",
-                "How far forwarding trails: the oldest unforwarded row's age",
-                value=age,
-            )
+        yield from _outbox_metrics(ops)
         yield GaugeMetricFamily(
             "smiley_store_up", "1 if the central store answered the last probe", value=ops.store.up
         )
@@ -114,36 +113,20 @@ class GatewayCollector(Collector):
             "How long the store has been down",
             value=ops.store.down_for_s(),
         )
-        yield GaugeMetricFamily("smiley_ready", "1 when /readyz says ready", value=ops.ready_now())
-        up = GaugeMetricFamily(
-            "smiley_transport_up", "1 when the transport is up", labels=["transport"]
+        yield GaugeMetricFamily(
+            "smiley_store_outage_budget_seconds",
+            "How long the store may be down before /readyz says not ready",
+            value=ops.store.budget_s,
         )
-        if gw.tcp is not None:
-            up.add_metric(["tcp"], gw.tcp.listening)
-        if gw.mqtt is not None:
-            up.add_metric(["mqtt"], gw.mqtt.connected.is_set())
-        if ops.modem is not None:
-            up.add_metric(["sms"], ops.modem.ready)
-        yield up
-        if gw.mqtt is not None:
-            yield from _mqtt_flow_metrics(gw.mqtt.flow)
-        if gw.tcp is not None:
-            yield GaugeMetricFamily(
-                "smiley_tcp_connections", "Open terminal connections", value=gw.tcp.connections
-            )
-        if ops.modem is not None:
-            registered = ops.modem.registered
-            signal = ops.modem.signal_dbm
-            yield GaugeMetricFamily(
-                "smiley_modem_registered",
-                "1 when the modem is registered on the mobile network",
-                value=float("nan") if registered is None else float(registered),
-            )
-            yield GaugeMetricFamily(
-                "smiley_modem_signal_dbm",
-                "The modem's received signal strength",
-                value=float("nan") if signal is None else float(signal),
-            )
+        yield GaugeMetricFamily("smiley_ready", "1 when /readyz says ready", value=ops.ready_now())
+        yield from _transport_metrics(ops)
+        yield from _mqtt_flow_metrics(gw.mqtt.flow if gw.mqtt is not None else None)
+        yield GaugeMetricFamily(
+            "smiley_tcp_connections",
+            "Open terminal connections",
+            value=gw.tcp.connections if gw.tcp is not None else 0,
+        )
+        yield from _modem_metrics(ops.modem)
         yield GaugeMetricFamily(
             "smiley_event_loop_lag_seconds",
             "Lateness of the last loop probe",
@@ -155,6 +138,65 @@ class GatewayCollector(Collector):
             value=ops.log_suppressed(),
         )
         yield from _terminal_metrics(ops)
+
+
+def _outbox_metrics(ops: OperationsView) -> Iterator[Metric]:
+    backlog = ops.backlog or Backlog(0, 0, None, 0)  # before the first read: empty
+    depth = GaugeMetricFamily(
+        "smiley_outbox_depth", "Rows in the outbox not yet forwarded", labels=["kind"]
+    )
+    depth.add_metric(["press"], backlog.presses)
+    depth.add_metric(["reject"], backlog.rejects)
+    depth.add_metric(["hour"], backlog.hours)
+    yield depth
+    oldest = backlog.oldest_received_at_ms
+    age = max(0.0, ops.now() - oldest / 1000) if oldest is not None else 0.0
+    yield GaugeMetricFamily(
+        "smiley_outbox_oldest_age_seconds", "Age of the oldest row in the outbox", value=age
+    )
+    yield GaugeMetricFamily(
+        "smiley_forward_lag_seconds",
+        "How far forwarding trails: the oldest unforwarded row's age",
+        value=age,
+    )
+
+
+def _transport_metrics(ops: OperationsView) -> Iterator[Metric]:
+    gw = ops.observed
+    state = {
+        "tcp": None if gw.tcp is None else gw.tcp.listening,
+        "mqtt": None if gw.mqtt is None else gw.mqtt.connected.is_set(),
+        "sms": None if ops.modem is None else ops.modem.ready,
+    }
+    enabled = GaugeMetricFamily(
+        "smiley_transport_enabled", "1 when the transport is configured", labels=["transport"]
+    )
+    up = GaugeMetricFamily(
+        "smiley_transport_up", "1 when the transport is up (0 when off)", labels=["transport"]
+    )
+    for transport, is_up in state.items():
+        enabled.add_metric([transport], is_up is not None)
+        up.add_metric([transport], bool(is_up))
+    yield from (enabled, up)
+
+
+def _modem_metrics(modem: ModemView | None) -> Iterator[Metric]:
+    registered = None if modem is None else modem.registered
+    signal = None if modem is None else modem.signal_dbm
+    unknown = float("nan") if modem is not None else 0.0  # off: 0; on but not yet asked: NaN
+    yield GaugeMetricFamily(
+        "smiley_modem_enabled", "1 when a modem is configured ([sms])", value=modem is not None
+    )
+    yield GaugeMetricFamily(
+        "smiley_modem_registered",
+        "1 when the modem is registered on the mobile network (0 without a modem)",
+        value=unknown if registered is None else float(registered),
+    )
+    yield GaugeMetricFamily(
+        "smiley_modem_signal_dbm",
+        "The modem's received signal strength (0 without a modem)",
+        value=unknown if signal is None else float(signal),
+    )
 
 
 def _terminal_metrics(ops: OperationsView) -> Iterator[Metric]:
@@ -179,8 +221,19 @@ def _terminal_metrics(ops: OperationsView) -> Iterator[Metric]:
         "Terminal clock minus gateway clock",
         labels=["terminal_id"],
     )
+    silent = GaugeMetricFamily(
+        "smiley_terminal_silent",
+        "1 when the terminal has been quiet longer than health.silent_after_s",
+        labels=["terminal_id"],
+    )
+    now, limits = ops.now(), ops.fleet.limits
+    silent_count = never_seen = 0
     for status in ops.fleet.terminals.values():
         tid = str(status.terminal_id)
+        is_silent = "silent" in status.flags(now, limits)
+        silent_count += is_silent
+        never_seen += status.last_contact is None
+        silent.add_metric([tid], is_silent)
         if status.last_contact is not None:
             last_seen.add_metric([tid, status.transport or ""], status.last_contact)
         if status.battery_pct is not None:
@@ -191,11 +244,25 @@ def _terminal_metrics(ops: OperationsView) -> Iterator[Metric]:
             queued.add_metric([tid], status.queued)
         if status.clock_offset_s is not None:
             offset.add_metric([tid], status.clock_offset_s)
-    yield from (last_seen, battery, signal, queued, offset)
+    yield from (last_seen, battery, signal, queued, offset, silent)
+    yield GaugeMetricFamily(
+        "smiley_terminals_silent", "Terminals flagged silent", value=silent_count
+    )
+    yield GaugeMetricFamily(
+        "smiley_terminals_never_seen",
+        "Registered terminals never heard from since the status file began",
+        value=never_seen,
+    )
+    yield GaugeMetricFamily(
+        "smiley_terminal_silent_after_seconds",
+        "health.silent_after_s: how long a terminal may be quiet",
+        value=limits.silent_after_s,
+    )
 
 
-def _mqtt_flow_metrics(flow: MqttFlowView) -> Iterator[Metric]:
+def _mqtt_flow_metrics(flow: MqttFlowView | None) -> Iterator[Metric]:
     """The gateway's own MQTT flow control: unacknowledged never above mqtt.max_in_flight."""
+    flow = flow or _NoMqtt()
     yield CounterMetricFamily(
         "smiley_mqtt_received", "MQTT messages received from the broker", value=flow.received
     )
@@ -227,3 +294,9 @@ def metrics_registry(ops: OperationsView) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(ops))
     return registry
+
+
+class _NoMqtt:
+    """The MQTT flow of a gateway without [mqtt]: all 0."""
+
+    received = pubacks = unacked = peak_unacked = holds = answers_qos0 = packets_too_large = 0

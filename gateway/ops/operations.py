@@ -23,9 +23,11 @@ from typing import Any
 
 import structlog
 
+from gateway.errors import GatewayError
 from gateway.intake.fleet_status import STATUS_FILE, Thresholds, load_status, save_status
 from gateway.intake.outbox import Backlog
 from gateway.ops.health import HealthServer, health_app
+from gateway.ops.history import HISTORY_FILE, HistoryRing, HistorySampler
 from gateway.ops.log_events import configured_limiter, emit_summaries
 from gateway.ops.probes import Check, OutboxProbe, StoreProbe
 from gateway.ops.views import ModemView, Observed
@@ -73,6 +75,8 @@ class Operations:
         self.server: HealthServer | None = None
         self.watchdog: LoopWatchdog | None = None
         self.lag = LoopLagProbe()
+        self.history: HistoryRing | None = None
+        self._sampler: HistorySampler | None = None
         self._limiter = configured_limiter()
         self._parts = Supervisor()  # its own: a failure here never stops the gateway
         self._stopping = False
@@ -92,13 +96,14 @@ class Operations:
         self._spawn(self.store.run(), "store-probe")
         self._spawn(self._housekeeping(), "housekeeping")
         if self.observed.health is not None:
-            server = HealthServer(health_app(self), self.section.listen)
-            try:
+            try:  # the app reads the console's password file: a failure here is the port's
+                server = HealthServer(health_app(self), self.section.listen)
                 await server.start()
             except OSError as exc:  # presses matter more than the health port: go on without
                 log.error("health_server_failed", listen=self.section.listen, error=str(exc))
             else:
                 self.server = server
+        await self._open_history()  # after the port: the console reads it once it is there
         install_hang_hook(self._env)
         self.notifier.ready("serving")
 
@@ -111,6 +116,7 @@ class Operations:
             await self.server.close()
         await self._parts.stop_all()
         await self._save_status()
+        await self._close_history()
         if self._limiter is not None:
             emit_summaries(self._limiter, log, final=True)
         self.notifier.close()
@@ -123,6 +129,23 @@ class Operations:
             await work
         except Exception:  # a bug here must not take the gateway down; say so loudly
             log.exception("operations_task_failed", task=name)
+
+    async def _open_history(self) -> None:
+        try:
+            self.history = await HistoryRing.open(self.observed.data_dir / HISTORY_FILE)
+        except (OSError, sqlite3.Error, GatewayError) as exc:  # the console goes without charts
+            log.error("history_unavailable", error=str(exc))
+            return
+        self._sampler = HistorySampler(
+            self.history, self.observed, interval_s=self.section.history_interval_s, clock=self.now
+        )
+        self._spawn(self._sampler.run(), "history")
+
+    async def _close_history(self) -> None:
+        if self.history is None or self._sampler is None:
+            return
+        await self._sampler.sample_once()  # what came since the last sample is kept too
+        await self.history.close()
 
     # --- readiness ----------------------------------------------------------------
 

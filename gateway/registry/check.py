@@ -172,7 +172,7 @@ def _check_health_values(config: Config, source: str, problems: list[Problem]) -
     if h is None:
         return
     for key in ("silent_after_s", "clock_drift_s", "store_outage_budget_s", "probe_interval_s",
-                "status_interval_s"):  # fmt: skip
+                "status_interval_s", "history_interval_s"):  # fmt: skip
         if getattr(h, key) <= 0:
             problems.append(Problem(source, f"health.{key}", "must be positive"))
     if not 0 <= h.low_battery_pct <= 100:

@@ -118,6 +118,9 @@ class HealthSection:
     store_outage_budget_s: float = 3600.0  # /readyz stays ready this long with the store down
     probe_interval_s: float = 5.0  # how often the store is probed for /readyz
     status_interval_s: float = 60.0  # how often the fleet status is saved to status.db
+    history_interval_s: float = 10.0  # how often the console's history is sampled
+    console_user: str | None = None  # with console_password_file: HTTP Basic on the console
+    console_password_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +304,17 @@ def validate_config(config: Config) -> None:
             raise ConfigError("api.refresh_s", f"must be from 0 to {MAX_API_REFRESH_S:g} seconds")
         validate_tls(config, "api", config.api.tls_cert, config.api.tls_key)
     if config.health is not None:
-        parse_listen("health.listen", config.health.listen)
+        h = config.health
+        parse_listen("health.listen", h.listen)
+        if h.history_interval_s <= 0:
+            raise ConfigError("health.history_interval_s", "must be positive")
+        if (h.console_user is None) != (h.console_password_file is None):
+            raise ConfigError("health.console_password_file", "goes with console_user")
+        secret = h.console_password_file
+        if secret is not None and not config.path(secret).is_file():
+            raise ConfigError(
+                "health.console_password_file", f"file {config.path(secret)} not found"
+            )
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
 
