@@ -101,6 +101,17 @@ class ApiSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSection:
+    """The web smiley pages and their presses; faces the public, apart from API and health."""
+
+    listen: str = "127.0.0.1:8090"
+    rate_limit: str = "60/minute"  # per client address
+    max_connections: int = 512  # connections and requests at once; 503 beyond (memory bound)
+    tls_cert: Path | None = None  # both or neither
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSection:
     listen: str = "127.0.0.1:9108"  # /healthz, /readyz, /metrics
     watchdog: bool = True  # systemd WATCHDOG=1 from the event loop when NOTIFY_SOCKET is set
@@ -121,6 +132,7 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     api: ApiSection | None = None
     health: HealthSection | None = None
+    web: WebSection | None = None
     base_dir: Path = Path()
 
     def path(self, value: Path) -> Path:
@@ -152,6 +164,7 @@ SECTIONS: dict[str, type[Any]] = {
     "store": StoreSection,
     "api": ApiSection,
     "health": HealthSection,
+    "web": WebSection,
 }
 _ALWAYS_ON = {"gateway", "store"}
 LOG_FORMATS = ("auto", "json", "console")
@@ -286,6 +299,12 @@ def validate_config(config: Config) -> None:
         validate_tls(config, "api", config.api.tls_cert, config.api.tls_key)
     if config.health is not None:
         parse_listen("health.listen", config.health.listen)
+    if config.web is not None:
+        parse_listen("web.listen", config.web.listen)
+        parse_rate_limit("web.rate_limit", config.web.rate_limit)
+        if config.web.max_connections < 1:
+            raise ConfigError("web.max_connections", "must be at least 1")
+        validate_tls(config, "web", config.web.tls_cert, config.web.tls_key)
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
 
