@@ -10,6 +10,7 @@ Hierarchy::
     ├── SchemaError        a database was written by a newer gateway
     ├── ModemError         the modem refused a command, or its port closed
     │   └── ModemTimeout   the modem did not answer a command in time (also a TimeoutError)
+    ├── WebPressRefused    a web smiley's request refused whole, with its 4xx and reason
     └── ApiError           a query API request refused with an HTTP status (gateway/api/errors.py)
         ├── BadParameter   400, naming the query parameter at fault
         ├── NotFound       404, absent or outside the credential's scope
@@ -65,3 +66,13 @@ class ModemTimeout(ModemError, TimeoutError):
         super().__init__(f"no answer to {command}")
         self.command = command
         self.partial = partial
+
+
+class WebPressRefused(GatewayError):
+    """A web smiley's request refused whole: its HTTP ``status`` and quarantine ``reason``."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from tests.support import REGISTRY_TOML
 
 FOLLOWUP = """followup_question = "What could we do better?"
@@ -26,3 +29,20 @@ name = "Counter tablet"
 WEB_REGISTRY_TOML = (
     REGISTRY_TOML.replace('scale = "four"\n', 'scale = "four"\n' + FOLLOWUP, 1) + WEB_SMILEYS
 )
+
+
+def web_section(port: int, rate_limit: str = "600/minute") -> str:
+    return f'[web]\nlisten = "127.0.0.1:{port}"\nrate_limit = "{rate_limit}"\n'
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def body(
+    client: str, sent_at: float, presses: list[dict[str, Any]] | None = None, **press: Any
+) -> dict[str, Any]:
+    """A request body; ``press`` fields make one press (seq 0, button 3, now) by default."""
+    if presses is None:
+        presses = [{"seq": 0, "at": iso(sent_at), "button": 3, "followup": 0, "ui": "qr"} | press]
+    return {"client": client, "sent_at": iso(sent_at), "presses": presses}

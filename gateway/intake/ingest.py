@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Outbox
 from gateway.intake.sms_ledger import SmsLedger
+from gateway.intake.web_ledger import WebLedger, WebTaken
 from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
@@ -109,6 +110,14 @@ class Ingest:
             self.fleet.hourly(batch, origin.transport, origin.peer, origin.received_at)
         return taken
 
+    async def web(self, work: Callable[[WebLedger], Awaitable[WebTaken]]) -> WebTaken:
+        """Run one web smiley request's ``work`` in an outbox transaction, then count it."""
+        taken = await self._outbox.web_transaction(work)
+        self.counters.presses_received += taken.new
+        by = self.counters.by_transport
+        by["web"] = by.get("web", 0) + taken.new
+        return taken
+
     def place_hours(self, frame: Hourly, origin: Origin) -> list[HourCountRow]:
         """The hour counts of an HOURLY batch, each hour with its UTC offset."""
         offsets = self._utc_offsets(frame.terminal_id)
@@ -162,6 +171,7 @@ class Ingest:
                     corrected,
                     transport,
                     received_ms,
+                    "",
                 ),
             )
             for seq, ts, button, followup in valid

@@ -110,6 +110,7 @@ IF NOT pg_is_in_recovery() THEN
         clock_corrected boolean NOT NULL,
         transport text NOT NULL,
         received_at_ms bigint NOT NULL,
+        ui text NOT NULL DEFAULT '',
         precision text NOT NULL DEFAULT 'second',
         count integer NOT NULL DEFAULT 1,
         ord bigint GENERATED ALWAYS AS IDENTITY
@@ -156,9 +157,9 @@ WITH firsts AS (
     SELECT f.* FROM firsts AS f JOIN claimed AS c USING (terminal_id, seq)
 ), stored AS (
     INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, precision, button,
-                       followup, count, transport, clock_corrected, received_at_ms)
+                       followup, count, transport, clock_corrected, received_at_ms, ui)
     SELECT terminal_id, seq, to_timestamp(occurred_at), utc_offset_s, precision, button,
-           followup, count, transport, clock_corrected, received_at_ms
+           followup, count, transport, clock_corrected, received_at_ms, ui
     FROM fresh
     RETURNING 1
 ), counted AS (
@@ -216,11 +217,11 @@ _INSERT_REJECT = (
 
 _SELECT_PRESSES = (
     "SELECT terminal_id, seq, extract(epoch FROM occurred_at)::bigint, utc_offset_s, precision,"
-    " button, followup, count, transport, clock_corrected, received_at_ms, misuse FROM press"
+    " button, followup, count, transport, clock_corrected, received_at_ms, misuse, ui FROM press"
 )
 _SELECT_HOURS = (
     "SELECT terminal_id, batch_seq, extract(epoch FROM hour)::bigint, utc_offset_s, 'hour',"
-    " button, 0, count, transport, false, received_at_ms, false FROM hourly"
+    " button, 0, count, transport, false, received_at_ms, false, '' FROM hourly"
 )
 _SELECT_REJECTED = (
     "SELECT uid, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"
