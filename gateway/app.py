@@ -105,6 +105,7 @@ class Gateway:
             mqtt=self.mqtt,
             modem=self.modem.status if self.modem is not None else None,
             sms=self.sms.counters if self.sms is not None else None,
+            web=self.web.counters if self.web is not None else None,
         )
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from firmware_sim.harness import free_port
+from gateway.ops.stats import StatsReporter
 from gateway.stores import StoredPress, StoredReject
 from protocols.frames import Ack, Presses, PressRecord
 from tests.conftest import GatewayHarness
+from tests.test_health import health_section, samples
 from tests.test_tcp import hello
 from tests.web_support import WEB_REGISTRY_TOML, body, iso, web_section
 
@@ -43,6 +48,20 @@ async def rejected(h: GatewayHarness) -> list[StoredReject]:
     await h.forwarded()
     assert h.gateway is not None
     return [r async for r in h.gateway.store.rejected(None, None)]
+
+
+async def first_stats_line(reporter: StatsReporter) -> MutableMapping[str, Any]:
+    """Run the reporter until it logs its first stats line, and return that line."""
+    with capture_logs() as logs:
+        task = asyncio.create_task(reporter.run())
+        try:
+            async with asyncio.timeout(10):
+                while not any(line["event"] == "stats" for line in logs):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # a structlog capture has no event to await
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+    return next(line for line in logs if line["event"] == "stats")
 
 
 def presses(start: int, stop: int, at: float, **fields: Any) -> list[dict[str, Any]]:
@@ -180,3 +199,44 @@ async def test_over_the_rate_limit_429_while_others_and_terminals_are_served(
     assert web.gateway is not None
     assert web.gateway.web is not None
     assert web.gateway.web.counters.rate_limited == 2
+
+
+async def test_web_presses_and_refusals_in_metrics_and_the_stats_line(
+    make_harness: Callable[..., GatewayHarness],
+) -> None:
+    health = free_port()
+    h = make_harness(
+        extra=web_section(free_port(), "4/minute") + health_section(health),
+        registry=WEB_REGISTRY_TOML,
+    )
+    await h.start()
+    try:
+        now = time.time()
+        async with httpx.AsyncClient() as client:
+            await client.post(url(h), json=body(CLIENT, now, presses(0, 2, now)))
+            await client.post(url(h), json=body(CLIENT, now, presses(0, 3, now)))
+            await client.post(url(h), json=body(CLIENT, now, button=7))
+            await client.post(url(h), content=b"[]")
+            assert (await client.post(url(h), json=body(CLIENT, now))).status_code == 429
+            text = (await client.get(f"http://127.0.0.1:{health}/metrics")).text
+        found = samples(text)
+        assert found[("smiley_web_presses_total", ())] == 3
+        assert found[("smiley_web_presses_resent_total", ())] == 2
+        assert found[("smiley_web_requests_total", ())] == 4
+        assert found[("smiley_web_rate_limited_total", ())] == 1
+        assert found[("smiley_web_refused_total", (("reason", "WEB_BUTTON_OUT_OF_RANGE"),))] == 1
+        assert found[("smiley_web_refused_total", (("reason", "WEB_MALFORMED"),))] == 1
+        assert found[("smiley_presses_total", (("transport", "web"),))] == 3
+        assert found[("smiley_quarantined_total", (("reason", "WEB_MALFORMED"),))] == 1
+        promtool = await asyncio.create_subprocess_exec(
+            "/usr/bin/promtool", "check", "metrics", stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        said, _ = await asyncio.wait_for(promtool.communicate(text.encode()), 60)
+        assert promtool.returncode == 0, said.decode()
+        assert h.gateway is not None
+        line = await first_stats_line(StatsReporter(h.gateway.observed(), interval_s=0.01))
+        assert (line["web_presses"], line["web_resent"], line["web_refused"],
+                line["web_rate_limited"]) == (3, 2, 2, 1)  # fmt: skip
+    finally:
+        await h.stop()

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Backlog
 from gateway.ops.probes import Check, StoreProbe
-from gateway.ops.views import ModemView, MqttFlowView, Observed
+from gateway.ops.views import ModemView, MqttFlowView, Observed, WebCountersView
 
 
 class OperationsView(Protocol):
@@ -125,8 +125,7 @@ class GatewayCollector(Collector):
         if ops.modem is not None:
             up.add_metric(["sms"], ops.modem.ready)
         yield up
-        if gw.mqtt is not None:
-            yield from _mqtt_flow_metrics(gw.mqtt.flow)
+        yield from _intake_metrics(gw)
         if gw.tcp is not None:
             yield GaugeMetricFamily(
                 "smiley_tcp_connections", "Open terminal connections", value=gw.tcp.connections
@@ -192,6 +191,36 @@ def _terminal_metrics(ops: OperationsView) -> Iterator[Metric]:
         if status.clock_offset_s is not None:
             offset.add_metric([tid], status.clock_offset_s)
     yield from (last_seen, battery, signal, queued, offset)
+
+
+def _intake_metrics(gw: Observed) -> Iterator[Metric]:
+    if gw.mqtt is not None:
+        yield from _mqtt_flow_metrics(gw.mqtt.flow)
+    if gw.web is not None:
+        yield from _web_metrics(gw.web)
+
+
+def _web_metrics(web: WebCountersView) -> Iterator[Metric]:
+    """Web smiley requests: presses taken once, resends, refusals by reason, rate limited."""
+    yield CounterMetricFamily(
+        "smiley_web_requests", "Web smiley press requests read", value=web.requests
+    )
+    yield CounterMetricFamily(
+        "smiley_web_presses", "Web smiley presses committed (each once)", value=web.presses
+    )
+    yield CounterMetricFamily(
+        "smiley_web_presses_resent", "Web smiley presses sent again, taken before",
+        value=web.resent,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "smiley_web_rate_limited", "Web smiley requests answered 429", value=web.rate_limited
+    )
+    refused = CounterMetricFamily(
+        "smiley_web_refused", "Web smiley requests refused whole, by reason", labels=["reason"]
+    )
+    for reason, n in sorted(web.refused.items()):
+        refused.add_metric([reason], n)
+    yield refused
 
 
 def _mqtt_flow_metrics(flow: MqttFlowView) -> Iterator[Metric]:
