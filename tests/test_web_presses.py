@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from structlog.testing import capture_logs
 from firmware_sim.harness import free_port
 from gateway.ops.stats import StatsReporter
 from gateway.stores import StoredPress, StoredReject
+from gateway.transports.web import MAX_BODY
 from protocols.frames import Ack, Presses, PressRecord
 from tests.conftest import GatewayHarness
 from tests.test_health import health_section, samples
@@ -240,3 +243,35 @@ async def test_web_presses_and_refusals_in_metrics_and_the_stats_line(
                 line["web_rate_limited"]) == (3, 2, 2, 1)  # fmt: skip
     finally:
         await h.stop()
+
+
+async def test_web_over_https_and_bounded_bodies(
+    make_harness: Callable[..., GatewayHarness], tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    port = free_port()
+    section = web_section(port) + f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
+    h = make_harness(extra=section, registry=WEB_REGISTRY_TOML)
+    await h.start()
+    try:
+        now = time.time()
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusting) as client:
+            address = f"https://127.0.0.1:{port}/w/helsinki-exit"
+            assert (await client.get(address)).status_code == 200
+            answer = await client.post(f"{address}/presses", json=body(CLIENT, now))
+            assert answer.json() == {"acked": 0}
+            huge = await client.post(f"{address}/presses", content=b" " * (MAX_BODY + 1))
+            assert huge.status_code == 413
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(f"http://127.0.0.1:{port}/w/helsinki-exit")
+        assert [p.ui for p in await stored(h)] == ["qr"]
+    finally:
+        await h.stop()
+
+
+async def test_without_a_web_section_nothing_listens(harness: GatewayHarness) -> None:
+    assert harness.gateway is not None
+    assert harness.gateway.web is None
+    assert harness.gateway.observed().web is None
