@@ -51,6 +51,7 @@ log = structlog.get_logger("gateway.app")
 
 SHUTDOWN_GRACE_S = 10.0
 SMS_EXPIRY_INTERVAL_S = 300.0
+WEB_EXPIRY_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,8 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     if gateway.sms_transport is not None:
         parts.start("modem", gateway.sms_transport.modem.run())
         parts.start("sms-expiry", _expire_sms_parts(gateway.sms_transport.intake))
+    if gateway.web is not None:
+        parts.start("web-expiry", _forget_web_clients(gateway.web))
     if gateway.config.api is not None:
         parts.start("api", _serve_api(gateway.config, api_stop))
     try:
@@ -229,6 +232,13 @@ async def _serve_api(config: Config, stop: asyncio.Event) -> None:
         )
 
 
+async def _forget_web_clients(web: WebSmileys) -> None:
+    while True:
+        with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
+            await web.forget_old_clients()
+        await asyncio.sleep(WEB_EXPIRY_INTERVAL_S)
+
+
 async def _expire_sms_parts(sms: SmsIntake) -> None:
     while True:
         with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
@@ -240,7 +250,7 @@ async def _shutdown(gateway: Gateway, parts: Supervisor) -> None:
     """Stop the parts in the order of the module docstring."""
     await parts.wait("api", SHUTDOWN_GRACE_S)  # queries first: they only read
     await parts.wait("web", SHUTDOWN_GRACE_S)  # the outbox writer still commits for it
-    for name in ("api", "web", "mqtt", "modem", "sms-expiry"):
+    for name in ("api", "web", "web-expiry", "mqtt", "modem", "sms-expiry"):
         await parts.stop(name)
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from firmware_sim.harness import free_port
 from gateway.ops.stats import StatsReporter
 from gateway.stores import StoredPress, StoredReject
-from gateway.transports.web import MAX_BODY
+from gateway.transports.web import CLIENT_MEMORY_S, MAX_BODY
 from protocols.frames import Ack, Presses, PressRecord
 from tests.conftest import GatewayHarness
 from tests.test_health import health_section, samples
@@ -275,3 +275,19 @@ async def test_without_a_web_section_nothing_listens(harness: GatewayHarness) ->
     assert harness.gateway is not None
     assert harness.gateway.web is None
     assert harness.gateway.observed().web is None
+
+
+async def test_a_browser_silent_for_a_month_is_forgotten(web: GatewayHarness) -> None:
+    now = time.time()
+    async with httpx.AsyncClient() as client:
+        await client.post(url(web), json=body(CLIENT, now, presses(0, 2, now)))
+        assert web.gateway is not None
+        assert web.gateway.web is not None
+        assert await web.gateway.web.forget_old_clients() == 0  # seen just now
+        web.now = now + CLIENT_MEMORY_S + 60
+        assert await web.gateway.web.forget_old_clients() == 1
+        web.now = None
+        # Forgotten: its next press is taken; its seqs start over as a new browser's would.
+        answer = await client.post(url(web), json=body(CLIENT, now, presses(2, 3, now)))
+        assert answer.json() == {"acked": 2}
+    assert [p.seq for p in await stored(web)] == [0, 1, 2]

@@ -118,6 +118,10 @@ class Ingest:
         by["web"] = by.get("web", 0) + taken.new
         return taken
 
+    async def web_upkeep(self, work: Callable[[WebLedger], Awaitable[int]]) -> int:
+        """Run web smiley housekeeping (nothing to count) in an outbox transaction."""
+        return await self._outbox.web_transaction(work)
+
     def place_hours(self, frame: Hourly, origin: Origin) -> list[HourCountRow]:
         """The hour counts of an HOURLY batch, each hour with its UTC offset."""
         offsets = self._utc_offsets(frame.terminal_id)

@@ -54,6 +54,15 @@ class WebLedger:
             row = await cursor.fetchone()
         return None if row is None else int(row[0])
 
+    async def forget_clients_before(self, seen_ms: int) -> int:
+        """Forget browsers not seen since ``seen_ms``; return how many (the table stays bounded).
+
+        A page resends only what it has no acknowledgement for, within minutes
+        of an answer it lost; a browser silent for a month has nothing to resend.
+        """
+        cursor = await self._db.execute("DELETE FROM web_client WHERE last_seen_ms < ?", (seen_ms,))
+        return cursor.rowcount
+
     async def take(
         self, web_smiley_id: int, client: str, presses: Sequence[WebPress], received_ms: int
     ) -> WebTaken:

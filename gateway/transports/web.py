@@ -38,6 +38,8 @@ from gateway.transports.web_request import parse_request, place
 log = structlog.get_logger("gateway.web")
 
 MAX_BODY = 32 * 1024  # 100 presses take about 10 KiB
+CLIENT_MEMORY_S = 30 * 86400
+"""How long the outbox remembers a browser's highest seq after its last request."""
 MAX_ADDRESSES = 10_000
 """Rate buckets kept; the least recently seen address is forgotten first (memory bound)."""
 _PAGE_SECURITY = {
@@ -167,6 +169,15 @@ class WebSmileys:
         self.counters.refused[refused.reason] = self.counters.refused.get(refused.reason, 0) + 1
         log.info("web_press_refused", reason=refused.reason, detail=refused.detail,
                  web_smiley_id=web_id)  # fmt: skip
+
+    async def forget_old_clients(self) -> int:
+        """Drop the seqs of browsers silent for CLIENT_MEMORY_S; return how many."""
+        before_ms = int((self._clock() - CLIENT_MEMORY_S) * 1000)
+
+        async def forget(ledger: WebLedger) -> int:
+            return await ledger.forget_clients_before(before_ms)
+
+        return await self._ingest.web_upkeep(forget)
 
     async def start(self) -> None:
         """Bind ``[web] listen``; raise ConfigError if it cannot. Then :meth:`run` serves."""
