@@ -67,6 +67,7 @@ CREATE TABLE bare_press (
     clock_corrected boolean NOT NULL,
     transport text NOT NULL,
     received_at_ms bigint NOT NULL,
+    ui text NOT NULL,
     PRIMARY KEY (terminal_id, seq)
 )
 """

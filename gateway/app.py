@@ -47,11 +47,13 @@ from gateway.transports.modem import Modem
 from gateway.transports.mqtt import MqttIngest
 from gateway.transports.sms import SmsIntake
 from gateway.transports.tcp import TcpServer, server_ssl_context
+from gateway.transports.web import WebSmileys
 
 log = structlog.get_logger("gateway.app")
 
 SHUTDOWN_GRACE_S = 10.0
 SMS_EXPIRY_INTERVAL_S = 300.0
+WEB_EXPIRY_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class Gateway:
     tcp: TcpServer | None = None
     mqtt: MqttIngest | None = None
     sms_transport: Sms | None = None
+    web: WebSmileys | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -110,6 +113,7 @@ class Gateway:
             mqtt=self.mqtt,
             modem=self.modem.status if self.modem is not None else None,
             sms=self.sms.counters if self.sms is not None else None,
+            web=self.web.counters if self.web is not None else None,
         )
 
 
@@ -145,6 +149,7 @@ async def build(config: Config, *, clock: Callable[[], float] = time.time) -> Ga
         tcp=_tcp(config, ingest, registry, clock),
         mqtt=MqttIngest(config, ingest, registry, clock=clock) if config.mqtt else None,
         sms_transport=_sms(config, ingest, registry, clock),
+        web=WebSmileys(config, registry, ingest, clock=clock) if config.web else None,
     )
     with contextlib.suppress(StoreError):  # logged; run() retries it
         await gateway.registry_import.once()
@@ -181,6 +186,7 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     ops = Operations(gateway.observed())
     parts = Supervisor()
     api_stop = asyncio.Event()
+    web_stop = asyncio.Event()
     parts.start("outbox-writer", gateway.outbox.run())
     parts.start("forwarder", gateway.forwarder.run())
     parts.start("stats", _stats(gateway, ops))
@@ -193,17 +199,23 @@ async def run(gateway: Gateway, *, stop: asyncio.Event | None = None) -> None:
     if gateway.sms_transport is not None:
         parts.start("modem", gateway.sms_transport.modem.run())
         parts.start("sms-expiry", _expire_sms_parts(gateway.sms_transport.intake))
+    if gateway.web is not None:
+        parts.start("web-expiry", _forget_web_clients(gateway.web))
     if gateway.config.api is not None:
         parts.start("api", _serve_api(gateway.config, api_stop))
     try:
         if gateway.tcp is not None:
             await gateway.tcp.start()
+        if gateway.web is not None:
+            await gateway.web.start()
+            parts.start("web", gateway.web.run(web_stop))
         await ops.start()  # READY=1 once the transports listen
         gateway.started.set()
         log.info("gateway_started", gateway_id=gateway.outbox.gateway_id)
         await parts.serve(stop)
     finally:
         api_stop.set()  # the API returns by itself; _shutdown gives it the grace period
+        web_stop.set()  # so do web smileys: a request in hand gets its commit and answer
         ops.stopping()  # STOPPING=1, /readyz 503; the watchdog keeps pinging until close()
         try:
             await _shutdown(gateway, parts)
@@ -230,6 +242,13 @@ async def _serve_api(config: Config, stop: asyncio.Event) -> None:
         )
 
 
+async def _forget_web_clients(web: WebSmileys) -> None:
+    while True:
+        with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
+            await web.forget_old_clients()
+        await asyncio.sleep(WEB_EXPIRY_INTERVAL_S)
+
+
 async def _expire_sms_parts(sms: SmsIntake) -> None:
     while True:
         with contextlib.suppress(GatewayError):  # OutboxBusy: try again next round
@@ -240,7 +259,8 @@ async def _expire_sms_parts(sms: SmsIntake) -> None:
 async def _shutdown(gateway: Gateway, parts: Supervisor) -> None:
     """Stop the parts in the order of the module docstring."""
     await parts.wait("api", SHUTDOWN_GRACE_S)  # queries first: they only read
-    for name in ("api", "mqtt", "modem", "sms-expiry"):
+    await parts.wait("web", SHUTDOWN_GRACE_S)  # the outbox writer still commits for it
+    for name in ("api", "web", "web-expiry", "mqtt", "modem", "sms-expiry"):
         await parts.stop(name)
     if gateway.tcp is not None:
         await gateway.tcp.stop_accepting()

@@ -20,6 +20,7 @@ from gateway.registry.config import Config, load_config
 from gateway.registry.mqtt_credentials import write_password_file
 from gateway.registry.terminals import load_registry
 from gateway.stores import open_store
+from gateway.transports.web_qr import add_web_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     add_operations_commands(commands)  # check, status (gateway/ops/commands.py)
+    add_web_commands(commands)  # web qr (gateway/transports/web_qr.py)
     return parser
 
 

@@ -13,6 +13,7 @@ Hierarchy::
     │   ├── SendRefused    an SMS was not sent (+CMS ERROR, or the modem not ready);
     │   │                  ``transient``: the same send may succeed later
     │   └── SendUnknown    AT+CMGS went out and no answer came: it may have been sent
+    ├── WebPressRefused    a web smiley's request refused whole, with its 4xx and reason
     └── ApiError           a query API request refused with an HTTP status (gateway/api/errors.py)
         ├── BadParameter   400, naming the query parameter at fault
         ├── NotFound       404, absent or outside the credential's scope
@@ -83,3 +84,13 @@ class ModemTimeout(ModemError, TimeoutError):
         super().__init__(f"no answer to {command}")
         self.command = command
         self.partial = partial
+
+
+class WebPressRefused(GatewayError):
+    """A web smiley's request refused whole: its HTTP ``status`` and quarantine ``reason``."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail

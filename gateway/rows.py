@@ -24,6 +24,8 @@ class PressRow(NamedTuple):
     clock_corrected: bool
     transport: str
     received_at_ms: int
+    ui: str = ""
+    """How a web smiley's press came (``qr``, ``link``, ``email``, ``digital``); empty else."""
 
 
 class HourCountRow(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,20 @@ def clock_offset(frame: Presses, received_at: int) -> int | None:
     in_future = any(r.ts - received_at > FUTURE_TOLERANCE_S for r in frame.records)
     if frame.clock_unsynced or in_future:
         return received_at - frame.sent_at
+    return None
+
+
+def browser_clock_offset(sent_at: float, times: Sequence[float], received_at: float) -> int | None:
+    """Seconds to add to each press of a browser's request, or None when taken as sent.
+
+    A browser has no CLOCK_UNSYNCED flag: its clock counts as unsynced when
+    ``sent_at`` lies more than 300 s from the gateway's clock, either way (the
+    request took far less than that to arrive). Otherwise, as for a terminal,
+    one press more than 300 s in the future corrects the whole request.
+    """
+    off = abs(received_at - sent_at) > FUTURE_TOLERANCE_S
+    if off or any(t - received_at > FUTURE_TOLERANCE_S for t in times):
+        return round(received_at - sent_at)
     return None
 
 

@@ -66,7 +66,7 @@ def test_unknown_sections_and_keys(tmp_path: Path) -> None:
     config = str(tmp_path / "gateway.toml")
     assert (
         f"{config}: [tcpp]: unknown section; expected one of"
-        " ['api', 'gateway', 'health', 'mqtt', 'sms', 'store', 'tcp']"
+        " ['api', 'gateway', 'health', 'mqtt', 'sms', 'store', 'tcp', 'web']"
     ) in lines
     assert any(line.startswith(f"{config}: gateway.outbx_max_mb: unknown key") for line in lines)
     assert len(lines) == 2, lines

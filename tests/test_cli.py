@@ -84,6 +84,7 @@ async def test_export_ndjson_csv_and_rejected(harness: GatewayHarness) -> None:
         "clock_corrected": False,
         "received_at": "2026-01-01T00:01:03Z",
         "misuse": False,
+        "ui": "",  # a terminal's press (a web smiley's says how it came)
     }
 
     window = cli(

@@ -154,12 +154,6 @@ def test_nothing_edits_sys_path() -> None:
     assert editing == [name for name in editing if name == "tests.test_layering"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #14 open: firmware_sim/modem.py (828) and protocols/sms_pdu.py (510) are"
-    " still to be split (and more than three modules are over 400 lines);"
-    " strict, so this marker must go once they are",
-)
 def test_modules_stay_small() -> None:
     lengths = {
         module_name(p): len(p.read_text(encoding="utf-8").splitlines())

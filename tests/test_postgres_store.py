@@ -936,3 +936,14 @@ async def test_edge_gateway_takes_its_registry_from_the_store_and_its_cache(
     finally:
         await cluster.astart()
     await harness.stop()
+
+
+async def test_a_web_press_keeps_its_ui_and_a_terminal_press_has_none(
+    any_store: CentralStore,
+) -> None:
+    web = press(5001, 0, JAN_2026, 2, transport="web")._replace(ui="email")
+    await any_store.write([press(1001, 1, JAN_2026), web, web], [])
+    stored = await all_presses(any_store)
+    assert [(p.terminal_id, p.transport, p.ui) for p in stored] == [
+        (1001, "tcp", ""), (5001, "web", "email"),
+    ]  # fmt: skip

@@ -13,6 +13,7 @@ from gateway.intake.fleet_status import FleetStatus
 from gateway.intake.outbox import Outbox
 from gateway.intake.sms_ledger import SmsLedger
 from gateway.intake.store_seq import StoreSeq, welcome_seq
+from gateway.intake.web_ledger import WebLedger, WebTaken
 from gateway.registry.terminals import Registry
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.timekeeping import UtcOffsets, clock_offset
@@ -118,6 +119,18 @@ class Ingest:
             self.fleet.hourly(batch, origin.transport, origin.peer, origin.received_at)
         return taken
 
+    async def web(self, work: Callable[[WebLedger], Awaitable[WebTaken]]) -> WebTaken:
+        """Run one web smiley request's ``work`` in an outbox transaction, then count it."""
+        taken = await self._outbox.web_transaction(work)
+        self.counters.presses_received += taken.new
+        by = self.counters.by_transport
+        by["web"] = by.get("web", 0) + taken.new
+        return taken
+
+    async def web_upkeep(self, work: Callable[[WebLedger], Awaitable[int]]) -> int:
+        """Run web smiley housekeeping (nothing to count) in an outbox transaction."""
+        return await self._outbox.web_transaction(work)
+
     def place_hours(self, frame: Hourly, origin: Origin) -> list[HourCountRow]:
         """The hour counts of an HOURLY batch, each hour with its UTC offset."""
         offsets = self._utc_offsets(frame.terminal_id)
@@ -171,6 +184,7 @@ class Ingest:
                     corrected,
                     transport,
                     received_ms,
+                    "",
                 ),
             )
             for seq, ts, button, followup in valid

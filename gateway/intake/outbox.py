@@ -40,8 +40,10 @@ from gateway.intake.outbox_schema import (
     has_json,
     load_state,
     prepare,
+    press_row,
 )
 from gateway.intake.sms_ledger import SmsLedger, insert_rejects
+from gateway.intake.web_ledger import WebLedger
 from gateway.rows import HourCountRow, PressRow, RejectRow
 from gateway.sqlitedb import execute_rows
 
@@ -70,7 +72,8 @@ class _Delete:
 
 @dataclass(slots=True)
 class _Apply:
-    work: Callable[[SmsLedger], Awaitable[Any]]
+    work: Callable[[Any], Awaitable[Any]]
+    ledger: Callable[[aiosqlite.Connection], Any]  # SmsLedger or WebLedger, for this transaction
     done: asyncio.Future[Any]
 
 
@@ -125,8 +128,7 @@ class Outbox:
         self._max_seqs = max_seqs
         self._batch_max = batch_max
         self._jobs: asyncio.Queue[_Commit | _Delete | _Apply] = asyncio.Queue(queue_size)
-        self.committed_presses = 0
-        """Presses new to the outbox; a resend of a row still here is not counted."""
+        self.committed_presses = 0  # rows new to the outbox (a resend is not counted)
         self.committed_rejects = 0
         self.commits = 0
         self.busy_errors = 0
@@ -201,7 +203,13 @@ class Outbox:
         becomes OutboxBusy, anything else is raised as it is.
         """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._jobs.put(_Apply(work, done))
+        await self._jobs.put(_Apply(work, SmsLedger, done))
+        return await done
+
+    async def web_transaction(self, work: Callable[[WebLedger], Awaitable[T]]) -> T:
+        """As :meth:`sms_transaction`, on the web smileys' ledger (gateway/intake/web_ledger.py)."""
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._jobs.put(_Apply(work, WebLedger, done))
         return await done
 
     async def forwarded(self, pending: Pending) -> None:
@@ -248,7 +256,7 @@ class Outbox:
         if not self._json:
             async with self._reader.execute(PENDING_PRESS, (after, limit)) as cursor:
                 rows = list(await cursor.fetchall())
-            return [_press_row(row) for row in rows], rows[-1][0] if rows else None
+            return [press_row(row) for row in rows], rows[-1][0] if rows else None
         # One JSON text for the batch: fetching row by row gives up and takes back
         # the GIL at each row, as executemany does (see execute_rows); and the
         # rows become PressRows in C, without a Python step per row.
@@ -295,7 +303,7 @@ class Outbox:
         db = self._writer
         try:
             await db.execute("BEGIN IMMEDIATE")
-            result = await job.work(SmsLedger(db))
+            result = await job.work(job.ledger(db))
             await db.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             self.busy_errors += 1
@@ -375,13 +383,6 @@ class Outbox:
         if reject_ids:
             await db.executemany("DELETE FROM rejected WHERE id = ?", reject_ids)
         await db.execute("COMMIT")
-
-
-def _press_row(row: Any) -> PressRow:
-    _, terminal_id, seq, at, offset, button, followup, corrected, transport, received = row
-    return PressRow(
-        terminal_id, seq, at, offset, button, followup, bool(corrected), transport, received
-    )
 
 
 def _rows_in(job: _Commit | _Delete | _Apply) -> int:

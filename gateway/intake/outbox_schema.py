@@ -6,9 +6,11 @@ See :mod:`gateway.intake.outbox` for why WAL with ``synchronous=FULL``.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import aiosqlite
 
+from gateway.rows import PressRow
 from gateway.sqlitedb import migrate
 
 PAGE_SIZE = 4096
@@ -81,28 +83,52 @@ CREATE INDEX sms_seen_time ON sms_seen (received_at_ms);
 """
 # A new outbox names its gateway once, in the transaction that makes it.
 _NAME_GATEWAY = "INSERT INTO meta (name, value) VALUES ('gateway_id', lower(hex(randomblob(8))))"
-MIGRATIONS = (SCHEMA_V1 + ";" + _NAME_GATEWAY, SCHEMA_V2)
+# Version 3: web smileys (gateway/transports/web.py). A press says how it came
+# (ui); web_client holds the highest seq of each browser (client) of a web
+# smiley committed so far, so a resent press (seq at or below it) is taken once.
+SCHEMA_V3 = """
+ALTER TABLE press ADD COLUMN ui TEXT NOT NULL DEFAULT '';
+CREATE TABLE web_client (
+    web_smiley_id INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    acked INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (web_smiley_id, client)
+) WITHOUT ROWID;
+CREATE INDEX web_client_seen ON web_client (last_seen_ms);
+"""
+MIGRATIONS = (SCHEMA_V1 + ";" + _NAME_GATEWAY, SCHEMA_V2, SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 INSERT_PRESS = (
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
-    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " clock_corrected, transport, received_at_ms, ui) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 PENDING_PRESS = (
     "SELECT id, terminal_id, seq, occurred_at, utc_offset_s, button, followup, clock_corrected,"
-    " transport, received_at_ms FROM press WHERE id > ? ORDER BY id LIMIT ?"
+    " transport, received_at_ms, ui FROM press WHERE id > ? ORDER BY id LIMIT ?"
 )
 # The same rows as one JSON text (see _pending_presses), each a PressRow's values
 # (clock_corrected a JSON boolean), and the highest id.
 PENDING_PRESS_JSON = (
     "SELECT json_group_array(json_array(terminal_id, seq, occurred_at, utc_offset_s, button,"
     " followup, json(CASE WHEN clock_corrected THEN 'true' ELSE 'false' END), transport,"
-    " received_at_ms)),"
+    " received_at_ms, ui)),"
     " max(id) FROM (SELECT * FROM press WHERE id > ? ORDER BY id LIMIT ?)"
 )
+
+
+def press_row(row: Any) -> PressRow:
+    """A row of PENDING_PRESS as the PressRow it holds (its first column is the outbox id)."""
+    _, terminal_id, seq, at, offset, button, followup, corrected, transport, received, ui = row
+    return PressRow(
+        terminal_id, seq, at, offset, button, followup, bool(corrected), transport, received, ui
+    )
+
+
 UPSERT_SEQ = (
     "INSERT INTO terminal_seq (terminal_id, max_seq) VALUES (?, ?) ON CONFLICT (terminal_id)"
     " DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)"

@@ -24,6 +24,7 @@ PRESS_FIELDS = (
     "clock_corrected",
     "received_at",
     "misuse",
+    "ui",
 )
 REJECT_FIELDS = (
     "received_at",
@@ -52,6 +53,7 @@ def press_record(press: StoredPress) -> dict[str, Any]:
         "clock_corrected": press.clock_corrected,
         "received_at": iso_utc(press.received_at_ms / 1000),
         "misuse": press.misuse,
+        "ui": press.ui,
     }
 
 

@@ -45,6 +45,7 @@ EVENTS: dict[str, tuple[str, str]] = {
         "raise tcp.max_connections, or find the device reconnecting in a loop (peer)",
     ),
     "presses_busy": ("outbox", f"the outbox cannot commit, terminals retry: {DISK}"),
+    "web_outbox_busy": ("outbox", f"the outbox cannot commit, browsers keep and resend: {DISK}"),
     "quarantine_failed": ("outbox", f"a refused frame could not be kept: {DISK}"),
     "outbox_commit_failed": ("outbox", DISK),
     "frame_refused": (

@@ -20,6 +20,7 @@ from gateway.intake.outbox import Backlog
 from gateway.ops.history import HistoryRing
 from gateway.ops.probes import Check, StoreProbe
 from gateway.ops.views import ModemView, MqttFlowView, Observed
+from gateway.ops.web_metrics import web_metrics
 from protocols.constants import NakCode
 
 TRANSPORTS = ("tcp", "mqtt", "sms")
@@ -127,6 +128,7 @@ class GatewayCollector(Collector):
             value=gw.tcp.connections if gw.tcp is not None else 0,
         )
         yield from _modem_metrics(ops.modem)
+        yield from web_metrics(gw.web)
         yield GaugeMetricFamily(
             "smiley_event_loop_lag_seconds",
             "Lateness of the last loop probe",

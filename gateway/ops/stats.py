@@ -40,8 +40,20 @@ class StatsReporter:
                 busy=seen.outbox.busy_errors,
                 outbox_commits=seen.outbox.commits,
                 **self._modem_fields(),
+                **self._web_fields(),
             )
             last_presses, last_time = committed, now
+
+    def _web_fields(self) -> dict[str, object]:
+        web = self._observed.web
+        if web is None:
+            return {}
+        return {
+            "web_presses": web.presses,
+            "web_resent": web.resent,
+            "web_refused": sum(web.refused.values()),
+            "web_rate_limited": web.rate_limited,
+        }
 
     def _modem_fields(self) -> dict[str, object]:
         m, sms = self._observed.modem, self._observed.sms

@@ -94,6 +94,21 @@ class SmsCountersView(Protocol):
     def quarantined(self) -> dict[str, int]: ...
 
 
+class WebCountersView(Protocol):
+    """The web smiley counters (gateway.transports.web.WebCounters fits)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def presses(self) -> int: ...
+    @property
+    def resent(self) -> int: ...
+    @property
+    def rate_limited(self) -> int: ...
+    @property
+    def refused(self) -> dict[str, int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     """The parts of one gateway that operations watch; absent parts are None."""
@@ -111,3 +126,4 @@ class Observed:
     mqtt: MqttView | None = None
     modem: ModemView | None = None
     sms: SmsCountersView | None = None
+    web: WebCountersView | None = None

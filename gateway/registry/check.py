@@ -182,7 +182,7 @@ def _check_health_values(config: Config, source: str, problems: list[Problem]) -
 def _check_listen_addresses(config: Config, source: str, problems: list[Problem]) -> None:
     """A listen address must be one of this machine's (binding port 0 there must work)."""
     for key, section in (("tcp.listen", config.tcp), ("health.listen", config.health),
-                         ("api.listen", config.api)):  # fmt: skip
+                         ("api.listen", config.api), ("web.listen", config.web)):  # fmt: skip
         if section is None:
             continue
         try:

@@ -19,8 +19,9 @@ from gateway.registry.terminals import (
     parse_survey,
     parse_terminal,
 )
+from gateway.registry.web_smileys import WebSmiley, parse_web_smiley
 
-_REGISTRY_KINDS = ("company", "location", "survey", "terminal")
+_REGISTRY_KINDS = ("company", "location", "survey", "terminal", "web_smiley")
 
 
 def check_registry(path: Path, problems: list[Problem]) -> int:
@@ -40,7 +41,7 @@ def check_registry(path: Path, problems: list[Problem]) -> int:
                 Problem(source, f"[[{name}]]", f"unknown table; expected {list(_REGISTRY_KINDS)}")
             )
     parsers = {"company": parse_company, "location": parse_location, "survey": parse_survey,
-               "terminal": parse_terminal}  # fmt: skip
+               "terminal": parse_terminal, "web_smiley": parse_web_smiley}  # fmt: skip
     entries: dict[str, dict[Any, Any]] = {kind: {} for kind in _REGISTRY_KINDS}
     for kind in _REGISTRY_KINDS:
         tables = data.get(kind, [])
@@ -107,3 +108,29 @@ def _check_references(
             problems.append(Problem(source, where, f"survey {t.survey} does not exist"))
         if keys[t.key] > 1:
             problems.append(Problem(source, where, "key is shared with another terminal"))
+    _check_web_references(entries, source, problems)
+
+
+def _check_web_references(
+    entries: dict[str, dict[Any, Any]], source: str, problems: list[Problem]
+) -> None:
+    locations: dict[int, Location] = entries["location"]
+    web: dict[int, WebSmiley] = entries["web_smiley"]
+    slugs = Counter(w.slug for w in web.values() if w is not None)
+    for w in web.values():
+        if w is None:
+            continue
+        where = f"web_smiley {w.id}"
+        point = locations.get(w.location)
+        if w.location not in locations:
+            problems.append(Problem(source, where, f"location {w.location} does not exist"))
+        elif point is not None and not point.is_experience_point:
+            problems.append(
+                Problem(source, where, f"location {w.location} is a group (it has no timezone)")
+            )
+        if w.survey not in entries["survey"]:
+            problems.append(Problem(source, where, f"survey {w.survey} does not exist"))
+        if w.id in entries["terminal"]:
+            problems.append(Problem(source, where, "id is also a terminal's (one id space)"))
+        if slugs[w.slug] > 1:
+            problems.append(Problem(source, where, f"slug {w.slug!r} is taken twice"))

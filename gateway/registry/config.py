@@ -109,6 +109,17 @@ class ApiSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSection:
+    """The web smiley pages and their presses; faces the public, apart from API and health."""
+
+    listen: str = "127.0.0.1:8090"
+    rate_limit: str = "60/minute"  # per client address
+    max_connections: int = 512  # connections and requests at once; 503 beyond (memory bound)
+    tls_cert: Path | None = None  # both or neither
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSection:
     listen: str = "127.0.0.1:9108"  # /healthz, /readyz, /metrics
     watchdog: bool = True  # systemd WATCHDOG=1 from the event loop when NOTIFY_SOCKET is set
@@ -132,6 +143,7 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     api: ApiSection | None = None
     health: HealthSection | None = None
+    web: WebSection | None = None
     base_dir: Path = Path()
 
     def path(self, value: Path) -> Path:
@@ -163,6 +175,7 @@ SECTIONS: dict[str, type[Any]] = {
     "store": StoreSection,
     "api": ApiSection,
     "health": HealthSection,
+    "web": WebSection,
 }
 _ALWAYS_ON = {"gateway", "store"}
 LOG_FORMATS = ("auto", "json", "console")
@@ -315,8 +328,18 @@ def validate_config(config: Config) -> None:
             raise ConfigError(
                 "health.console_password_file", f"file {config.path(secret)} not found"
             )
+    if config.web is not None:
+        _validate_web(config, config.web)
     if g.registry is not None and not config.path(g.registry).is_file():
         raise ConfigError("gateway.registry", f"file {config.path(g.registry)} not found")
+
+
+def _validate_web(config: Config, web: WebSection) -> None:
+    parse_listen("web.listen", web.listen)
+    parse_rate_limit("web.rate_limit", web.rate_limit)
+    if web.max_connections < 1:
+        raise ConfigError("web.max_connections", "must be at least 1")
+    validate_tls(config, "web", web.tls_cert, web.tls_key)
 
 
 def _validate_store_url(url: str) -> None:

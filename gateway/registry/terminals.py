@@ -1,25 +1,31 @@
 """Terminal registry: companies, the location tree, surveys and terminals.
 
-Loaded from a TOML file of ``[[company]]``, ``[[location]]``, ``[[survey]]`` and
-``[[terminal]]`` tables (see deploy/terminals.example.toml). A location with a
-``timezone`` is an experience point, where terminals stand; one without is a
-group. Everything is checked when loading, so a running gateway never meets a
+Loaded from a TOML file of ``[[company]]``, ``[[location]]``, ``[[survey]]``,
+``[[terminal]]`` and ``[[web_smiley]]`` tables (see deploy/terminals.example.toml).
+A location with a ``timezone`` is an experience point, where terminals stand;
+one without is a group. Everything is checked when loading, so a running gateway never meets a
 terminal whose survey or time zone is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import RegistryError
+from gateway.registry.web_smileys import WebSmiley, parse_followup, parse_web_smiley
 
 KEY_BYTES = 16
 SCALES = ("four", "five")
+SURVEY_FIELDS = {
+    "id", "company", "question", "locale", "scale", "misuse_interval_s",
+    "followup_question", "followup_options", "followup_after",
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +55,17 @@ class Survey:
     locale: str = "en-US"
     scale: str = "four"
     misuse_interval_s: int = 0
+    followup_question: str | None = None
+    followup_options: tuple[str, ...] = ()
+    followup_after: tuple[int, ...] = ()
+    """The buttons after which the follow-up question is asked."""
 
     @property
     def buttons(self) -> int:
         return 5 if self.scale == "five" else 4
+
+    def asks_followup(self, button: int) -> bool:
+        return self.followup_question is not None and button in self.followup_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +84,12 @@ class Registry:
     locations: Mapping[int, Location]
     surveys: Mapping[int, Survey]
     terminals: Mapping[int, Terminal]
+    web_smileys: Mapping[int, WebSmiley] = field(default_factory=dict)
+    """Web smileys by id (the terminals' id space: no id is both)."""
+
+    def web_smiley(self, slug: str) -> WebSmiley | None:
+        """The web smiley whose page is ``/w/<slug>``, or None."""
+        return next((w for w in self.web_smileys.values() if w.slug == slug), None)
 
     def key_for(self, terminal_id: int) -> bytes | None:
         """The terminal's key, or None if it is not registered (a codec KeyLookup)."""
@@ -79,14 +98,14 @@ class Registry:
 
     def zone_for(self, terminal_id: int) -> ZoneInfo:
         """Time zone of the experience point where the terminal stands."""
-        terminal = self.terminals[terminal_id]
-        timezone = self.locations[terminal.location].timezone
+        point = self.terminals.get(terminal_id) or self.web_smileys[terminal_id]
+        timezone = self.locations[point.location].timezone
         assert timezone is not None  # checked when loading
         return ZoneInfo(timezone)
 
     @classmethod
     def empty(cls) -> Registry:
-        return cls({}, {}, {}, {})
+        return cls({}, {}, {}, {}, {})
 
 
 def registry_tables(registry: Registry) -> dict[str, list[dict[str, Any]]]:
@@ -109,6 +128,9 @@ def registry_tables(registry: Registry) -> dict[str, list[dict[str, Any]]]:
                 locale=s.locale,
                 scale=s.scale,
                 misuse_interval_s=s.misuse_interval_s,
+                followup_question=s.followup_question,
+                followup_options=list(s.followup_options) or None,
+                followup_after=list(s.followup_after) or None,
             )
             for s in registry.surveys.values()
         ],
@@ -122,6 +144,10 @@ def registry_tables(registry: Registry) -> dict[str, list[dict[str, Any]]]:
                 phone=t.phone,
             )
             for t in registry.terminals.values()
+        ],
+        "web_smiley": [
+            table(id=w.id, slug=w.slug, location=w.location, survey=w.survey, name=w.name)
+            for w in registry.web_smileys.values()
         ],
     }
 
@@ -141,15 +167,17 @@ def load_registry(path: Path) -> Registry:
 
 
 def parse_registry(data: Mapping[str, Any]) -> Registry:
-    unknown = set(data) - {"company", "location", "survey", "terminal"}
+    unknown = set(data) - {"company", "location", "survey", "terminal", "web_smiley"}
     if unknown:
         raise RegistryError(f"unknown table(s) {sorted(unknown)}")
     companies = _unique("company", [parse_company(t) for t in _tables(data, "company")])
     locations = _unique("location", [parse_location(t) for t in _tables(data, "location")])
     surveys = _unique("survey", [parse_survey(t) for t in _tables(data, "survey")])
     terminals = _unique("terminal", [parse_terminal(t) for t in _tables(data, "terminal")])
+    web = _unique("web_smiley", [parse_web_smiley(t) for t in _tables(data, "web_smiley")])
     _check_references(companies, locations, surveys, terminals)
-    return Registry(companies, locations, surveys, terminals)
+    _check_web_smileys(web, locations, surveys, terminals)
+    return Registry(companies, locations, surveys, terminals, web)
 
 
 def _tables(data: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
@@ -204,9 +232,7 @@ def parse_location(table: dict[str, Any]) -> Location:
 
 
 def parse_survey(table: dict[str, Any]) -> Survey:
-    f = _Fields(
-        "survey", table, {"id", "company", "question", "locale", "scale", "misuse_interval_s"}
-    )
+    f = _Fields("survey", table, SURVEY_FIELDS)
     survey = Survey(
         f.get("id", int),
         f.get("company", str),
@@ -219,7 +245,10 @@ def parse_survey(table: dict[str, Any]) -> Survey:
         raise RegistryError(f"{f.where}: scale must be one of {SCALES}")
     if survey.misuse_interval_s < 0:
         raise RegistryError(f"{f.where}: misuse_interval_s must not be negative")
-    return survey
+    question, options, after = parse_followup(f.where, table, survey.buttons)
+    return dataclasses.replace(
+        survey, followup_question=question, followup_options=options, followup_after=after
+    )
 
 
 def parse_terminal(table: dict[str, Any]) -> Terminal:
@@ -244,7 +273,7 @@ def parse_terminal(table: dict[str, Any]) -> Terminal:
     )
 
 
-_Entry = TypeVar("_Entry", Company, Location, Survey, Terminal)
+_Entry = TypeVar("_Entry", Company, Location, Survey, Terminal, WebSmiley)
 
 
 def _unique(kind: str, items: list[_Entry]) -> dict[Any, _Entry]:
@@ -289,6 +318,30 @@ def _check_references(
             raise RegistryError(f"terminal {t.id}: survey {t.survey} does not exist")
         if asked.company != point.company:
             raise RegistryError(f"terminal {t.id}: survey and location belong to other companies")
+
+
+def _check_web_smileys(
+    web: Mapping[int, WebSmiley],
+    locations: Mapping[int, Location],
+    surveys: Mapping[int, Survey],
+    terminals: Mapping[int, Terminal],
+) -> None:
+    slugs: set[str] = set()
+    for w in web.values():
+        where = f"web_smiley {w.id}"
+        if w.id in terminals:
+            raise RegistryError(f"{where}: id is also a terminal's (they share one id space)")
+        if w.slug in slugs:
+            raise RegistryError(f"{where}: slug {w.slug!r} is taken by another web smiley")
+        slugs.add(w.slug)
+        point = locations.get(w.location)
+        if point is None or not point.is_experience_point:
+            raise RegistryError(f"{where}: location {w.location} is not an experience point")
+        asked = surveys.get(w.survey)
+        if asked is None:
+            raise RegistryError(f"{where}: survey {w.survey} does not exist")
+        if asked.company != point.company:
+            raise RegistryError(f"{where}: survey and location belong to other companies")
 
 
 def _check_no_cycle(start: Location, locations: Mapping[int, Location]) -> None:

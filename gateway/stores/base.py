@@ -30,6 +30,8 @@ class StoredPress:
     received_at_ms: int
     misuse: bool = False
     """Within the survey's misuse interval after the terminal's last counted press."""
+    ui: str = ""
+    """How a web smiley's press came (qr, link, email, digital); empty for a terminal's."""
 
     @property
     def local_time(self) -> str:

@@ -30,6 +30,7 @@ IF NOT pg_is_in_recovery() THEN
         clock_corrected boolean NOT NULL,
         transport text NOT NULL,
         received_at_ms bigint NOT NULL,
+        ui text NOT NULL DEFAULT '',
         precision text NOT NULL DEFAULT 'second',
         count integer NOT NULL DEFAULT 1,
         ord bigint GENERATED ALWAYS AS IDENTITY
@@ -86,9 +87,9 @@ WITH firsts AS (
     SELECT f.* FROM firsts AS f JOIN claimed AS c USING (terminal_id, seq)
 ), stored AS (
     INSERT INTO press (terminal_id, seq, occurred_at, utc_offset_s, precision, button,
-                       followup, count, transport, clock_corrected, received_at_ms)
+                       followup, count, transport, clock_corrected, received_at_ms, ui)
     SELECT terminal_id, seq, to_timestamp(occurred_at), utc_offset_s, precision, button,
-           followup, count, transport, clock_corrected, received_at_ms
+           followup, count, transport, clock_corrected, received_at_ms, ui
     FROM fresh
     RETURNING 1
 ), counted AS (

@@ -121,11 +121,11 @@ _INSERT_REJECT = (
 
 _SELECT_PRESSES = (
     "SELECT terminal_id, seq, extract(epoch FROM occurred_at)::bigint, utc_offset_s, precision,"
-    " button, followup, count, transport, clock_corrected, received_at_ms, misuse FROM press"
+    " button, followup, count, transport, clock_corrected, received_at_ms, misuse, ui FROM press"
 )
 _SELECT_HOURS = (
     "SELECT terminal_id, batch_seq, extract(epoch FROM hour)::bigint, utc_offset_s, 'hour',"
-    " button, 0, count, transport, false, received_at_ms, false FROM hourly"
+    " button, 0, count, transport, false, received_at_ms, false, '' FROM hourly"
 )
 _SELECT_REJECTED = (
     "SELECT uid, received_at_ms, transport, peer, terminal_id, seq, reason, detail, raw"

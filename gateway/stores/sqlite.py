@@ -34,7 +34,7 @@ log = structlog.get_logger("gateway.store")
 
 _INSERT_PRESS = (  # columns in PressRow order, so rows go in as they are
     "INSERT OR IGNORE INTO press (terminal_id, seq, occurred_at, utc_offset_s, button, followup,"
-    " clock_corrected, transport, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " clock_corrected, transport, received_at_ms, ui) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A later batch replaces an hour's count; the same or an older batch changes nothing.
 _UPSERT_HOUR = (
@@ -242,10 +242,10 @@ class SqliteStore:
         # Hour counts come as one row per button and hour, seq being the batch_seq.
         query = (
             "SELECT terminal_id, seq, occurred_at, utc_offset_s, precision, button, followup,"
-            " count, transport, clock_corrected, received_at_ms, misuse FROM press"
+            " count, transport, clock_corrected, received_at_ms, misuse, ui FROM press"
             " WHERE occurred_at >= ?1 AND occurred_at < ?2"
             " UNION ALL SELECT terminal_id, batch_seq, hour, utc_offset_s, 'hour', button, 0,"
-            " count, transport, 0, received_at_ms, 0 FROM hourly"
+            " count, transport, 0, received_at_ms, 0, '' FROM hourly"
             " WHERE hour >= ?1 AND hour < ?2 AND count > 0"
             " ORDER BY 3, 1, 2, 6"
         )

@@ -114,5 +114,9 @@ _SCHEMA_V4 = """
 DROP INDEX press_time;
 CREATE INDEX press_time ON press (occurred_at, terminal_id, seq, utc_offset_s, misuse, followup);
 """
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+# Version 5: how a web smiley's press came (qr, link, email, digital); empty for terminals.
+_SCHEMA_V5 = """
+ALTER TABLE press ADD COLUMN ui TEXT NOT NULL DEFAULT '';
+"""
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)
