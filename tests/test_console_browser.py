@@ -152,7 +152,11 @@ async def test_the_console_shows_the_fleet_flags_charts_and_stale_data(tmp_path:
 
             async def heard_from_all() -> bool:
                 seen = await status(client)
-                return all(seen[i]["last_contact"] for i in [*steady, *low, drifting])
+                # A press gives a last contact; the battery comes only with a HEARTBEAT,
+                # which a loaded machine may deliver later: wait for that too.
+                return all(seen[i]["last_contact"] for i in [*steady, *low, drifting]) and all(
+                    seen[i].get("battery_pct") is not None for i in low
+                )
 
             await until(heard_from_all, 30, "every running terminal heard from")
             async with console_page(base + "/") as page:
